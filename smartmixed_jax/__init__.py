@@ -1,0 +1,67 @@
+"""smartmixed_jax: per-neuron activation selection (SmartMixed) in JAX.
+
+Phase 1 trains, for every hidden neuron, logits over a pool of activations
+through a Gumbel-Softmax straight-through estimator; :func:`freeze` then fixes
+each neuron's choice and groups neurons by activation, and Phase 2 trains the
+fixed mixed network at the speed of an ordinary one.
+"""
+
+from smartmixed_jax.config import ARCHITECTURES, PRESETS, Config, make_config, parse_architecture
+from smartmixed_jax.data import DataError, Dataset, Split, load_mnist, stratified_split
+from smartmixed_jax.freeze import FrozenMLP, Segment, apply_frozen, fixed_mlp, freeze, grouped_activation
+from smartmixed_jax.mlp import (
+  apply_hard,
+  apply_selective,
+  choices,
+  gumbel_straight_through,
+  init_mlp,
+  mix,
+)
+from smartmixed_jax.pool import ACTIVATIONS, DEFAULT_POOL, pool_names, resolve_pool
+from smartmixed_jax.train import (
+  PhaseResult,
+  RunResult,
+  cross_entropy,
+  make_evaluate,
+  make_optimizer,
+  make_train_epoch,
+  train_and_evaluate,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+  "ACTIVATIONS",
+  "ARCHITECTURES",
+  "DEFAULT_POOL",
+  "PRESETS",
+  "Config",
+  "DataError",
+  "Dataset",
+  "FrozenMLP",
+  "PhaseResult",
+  "RunResult",
+  "Segment",
+  "Split",
+  "apply_frozen",
+  "apply_hard",
+  "apply_selective",
+  "choices",
+  "cross_entropy",
+  "fixed_mlp",
+  "freeze",
+  "grouped_activation",
+  "gumbel_straight_through",
+  "init_mlp",
+  "load_mnist",
+  "make_config",
+  "make_evaluate",
+  "make_optimizer",
+  "make_train_epoch",
+  "mix",
+  "parse_architecture",
+  "pool_names",
+  "resolve_pool",
+  "stratified_split",
+  "train_and_evaluate",
+]

@@ -1,0 +1,256 @@
+"""The Phase 1 (selective) MLP: parameters, Gumbel straight-through, forward passes.
+
+Parameters are a plain dict pytree::
+
+    {"layers": [{"w": [fan_in, fan_out], "b": [fan_out]}, ...],
+     "logits": [[neurons, candidates], ...]}   # one per hidden layer
+
+Neurons live on the last axis; inputs may have any number of leading axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+
+from smartmixed_jax.pool import DEFAULT_POOL, Activation, Pool, resolve_pool
+
+Params = dict[str, Any]
+
+LOGIT_INIT_BUMP = 1e-3
+"""Init: zero logits with one random entry per neuron set to this value."""
+
+
+def validate_layer_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
+  """Checks ``(input, hidden..., output)`` sizes and returns them as a tuple."""
+  sizes = tuple(layer_sizes)
+  if len(sizes) < 2:
+    raise ValueError(f"layer_sizes needs at least an input and an output size, got {sizes}.")
+  for s in sizes:
+    if isinstance(s, bool) or not isinstance(s, int) or s <= 0:
+      raise ValueError(f"layer_sizes must be positive integers, got {s!r} in {sizes}.")
+  return sizes
+
+
+def init_linear(key: jax.Array, fan_in: int, fan_out: int) -> dict[str, jax.Array]:
+  """PyTorch's ``nn.Linear`` default: weight and bias ~ U(+-1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+  wkey, bkey = jax.random.split(key)
+  return {
+    "w": jax.random.uniform(wkey, (fan_in, fan_out), minval=-bound, maxval=bound),
+    "b": jax.random.uniform(bkey, (fan_out,), minval=-bound, maxval=bound),
+  }
+
+
+def init_logits(key: jax.Array, neurons: int, candidates: int) -> jax.Array:
+  """Near-uniform selection logits: zeros, one random entry per neuron bumped."""
+  bumped = jax.random.randint(key, (neurons,), 0, candidates)
+  return LOGIT_INIT_BUMP * jax.nn.one_hot(bumped, candidates)
+
+
+def init_mlp(key: jax.Array, layer_sizes: Sequence[int], *, pool: Pool = DEFAULT_POOL) -> Params:
+  """Initialises a SmartMixed MLP.
+
+  Args:
+    key: a PRNG key.
+    layer_sizes: ``(input, hidden..., output)``, e.g. ``(784, 512, 256, 10)``.
+    pool: the candidate activations; fixes the logits' last dimension.
+
+  Returns:
+    ``{"layers": [{"w": [fan_in, fan_out], "b": [fan_out]}, ...],
+    "logits": [[neurons, len(pool)], ...]}`` with one logits array per hidden
+    layer.
+
+  Example:
+    >>> params = init_mlp(jax.random.key(0), (784, 64, 10))
+    >>> params["logits"][0].shape
+    (64, 6)
+  """
+  sizes = validate_layer_sizes(layer_sizes)
+  candidates = len(resolve_pool(pool))
+  layer_keys = jax.random.split(key, 2 * (len(sizes) - 1))
+  layers = [
+    init_linear(layer_keys[i], fan_in, fan_out)
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:]))
+  ]
+  logits = [init_logits(layer_keys[len(sizes) - 1 + i], n, candidates) for i, n in enumerate(sizes[1:-1])]
+  return {"layers": layers, "logits": logits}
+
+
+def layer_sizes_of(params: Params) -> tuple[int, ...]:
+  """The ``(input, hidden..., output)`` sizes of an MLP's parameters."""
+  layers = params["layers"]
+  return (layers[0]["w"].shape[0],) + tuple(layer["w"].shape[1] for layer in layers)
+
+
+def gumbel_straight_through(
+  logits: jax.Array, key: jax.Array, *, temperature: float, hard: bool = True
+) -> jax.Array:
+  r"""Samples per-neuron selection weights with the Gumbel-Softmax estimator.
+
+  .. math::
+      y_\text{soft} = \mathrm{softmax}((\ell + g) / \tau), \quad g \sim \mathrm{Gumbel}(0, 1)
+
+  With ``hard=True`` the forward value is exactly ``one_hot(argmax y_soft)``
+  while the gradient is that of ``y_soft`` (straight-through).
+
+  Args:
+    logits: ``[neurons, candidates]`` selection logits.
+    key: a PRNG key; one sample per neuron.
+    temperature: softmax temperature, > 0.
+    hard: straight-through one-hot (True) or the soft relaxation (False).
+
+  Returns:
+    ``[neurons, candidates]`` weights that sum to one per neuron.
+  """
+  gumbel = jax.random.gumbel(key, logits.shape, logits.dtype)
+  y_soft = jax.nn.softmax((logits + gumbel) / temperature, axis=-1)
+  if not hard:
+    return y_soft
+  y_hard = jax.nn.one_hot(jnp.argmax(y_soft, axis=-1), logits.shape[-1], dtype=y_soft.dtype)
+  # Adding an exact zero keeps the forward value exactly one-hot.
+  return y_hard + (y_soft - jax.lax.stop_gradient(y_soft))
+
+
+def mix(
+  z: jax.Array,
+  weights: jax.Array,
+  fns: Sequence[Activation],
+  *,
+  clip: Optional[float] = None,
+) -> jax.Array:
+  """Per-neuron weighted sum of activations: ``sum_k weights[:, k] * f_k(z)``.
+
+  Args:
+    z: ``[..., neurons]`` pre-activations.
+    weights: ``[neurons, candidates]`` mixing weights.
+    fns: the ``candidates`` activation functions.
+    clip: if set, clamp every activation and the mixture to ``[-clip, clip]``
+      (the reference code's Phase 1 behaviour).
+
+  Returns:
+    ``[..., neurons]`` activations.
+  """
+  out = jnp.zeros_like(z)
+  for k, fn in enumerate(fns):
+    a = fn(z)
+    if clip is not None:
+      a = jnp.clip(a, -clip, clip)
+    out = out + weights[:, k] * a
+  if clip is not None:
+    out = jnp.clip(out, -clip, clip)
+  return out
+
+
+def check_input(x: jax.Array, in_features: int) -> None:
+  """Raises if ``x`` is not floating point or its last axis is not the input width."""
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(f"Input must be floating point (e.g. pixels / 255), got dtype {x.dtype}.")
+  if x.ndim < 1 or x.shape[-1] != in_features:
+    raise ValueError(
+      f"Input has shape {tuple(x.shape)}; its last axis must be the model's input width {in_features}."
+    )
+
+
+def check_temperature(temperature: float) -> None:
+  if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+    raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+
+
+def check_pool_matches(params: Params, candidates: int) -> None:
+  for i, logits in enumerate(params["logits"]):
+    if logits.shape[-1] != candidates:
+      raise ValueError(
+        f"logits[{i}] has {logits.shape[-1]} candidates but the pool has"
+        f" {candidates}; pass the pool the params were made with."
+      )
+
+
+def _forward(params: Params, x: jax.Array, weights: Sequence[jax.Array], fns, clip):
+  layers = params["layers"]
+  check_input(x, layers[0]["w"].shape[0])
+  h = x
+  for layer, w in zip(layers[:-1], weights):
+    h = mix(h @ layer["w"] + layer["b"], w, fns, clip=clip)
+  return h @ layers[-1]["w"] + layers[-1]["b"]
+
+
+def apply_selective(
+  params: Params,
+  x: jax.Array,
+  key: jax.Array,
+  *,
+  temperature: float = 0.3,
+  hard: bool = True,
+  pool: Pool = DEFAULT_POOL,
+  clip: Optional[float] = None,
+) -> jax.Array:
+  """The Phase 1 forward pass: each neuron samples its activation.
+
+  One Gumbel sample per neuron per call, shared by every example, so the
+  whole batch sees the same network. Gradients reach the logits.
+
+  Args:
+    params: from :func:`init_mlp`.
+    x: ``[..., input]`` inputs.
+    key: PRNG key for the Gumbel noise.
+    temperature: Gumbel-Softmax temperature, > 0.
+    hard: straight-through one-hot selection (True) or soft mixture (False).
+    pool: the pool the params were made with.
+    clip: optional clamp of activations and mixture (reference quirk).
+
+  Returns:
+    ``[..., output]`` logits of the output layer (no selection there).
+
+  Example:
+    >>> params = init_mlp(jax.random.key(0), (4, 8, 3))
+    >>> apply_selective(params, jnp.ones((2, 4)), jax.random.key(1)).shape
+    (2, 3)
+  """
+  check_temperature(temperature)
+  fns = [fn for _, fn in resolve_pool(pool)]
+  check_pool_matches(params, len(fns))
+  keys = jax.random.split(key, max(len(params["logits"]), 1))
+  weights = [
+    gumbel_straight_through(logits, k, temperature=temperature, hard=hard)
+    for logits, k in zip(params["logits"], keys)
+  ]
+  return _forward(params, x, weights, fns, clip)
+
+
+def choices(params: Params) -> list[jax.Array]:
+  """Each hidden neuron's chosen activation index: ``argmax`` of its logits.
+
+  Ties go to the lowest index. Returns one ``[neurons]`` int array per layer.
+  """
+  return [jnp.argmax(logits, axis=-1) for logits in params["logits"]]
+
+
+def apply_hard(
+  params: Params,
+  x: jax.Array,
+  *,
+  pool: Pool = DEFAULT_POOL,
+  clip: Optional[float] = None,
+) -> jax.Array:
+  """Deterministic Phase 1 evaluation: every neuron uses its argmax activation.
+
+  Neurons keep their original order; compare :func:`smartmixed_jax.freeze`.
+
+  Args:
+    params: from :func:`init_mlp`.
+    x: ``[..., input]`` inputs.
+    pool: the pool the params were made with.
+    clip: optional clamp of activations and mixture (reference quirk).
+
+  Returns:
+    ``[..., output]`` output-layer logits.
+  """
+  fns = [fn for _, fn in resolve_pool(pool)]
+  check_pool_matches(params, len(fns))
+  weights = [jax.nn.one_hot(c, len(fns), dtype=x.dtype) for c in choices(params)]
+  return _forward(params, x, weights, fns, clip)

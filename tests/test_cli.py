@@ -1,0 +1,74 @@
+import json
+
+import pytest
+
+from smartmixed_jax import cli
+
+FAST = ["--phase1-epochs", "1", "--phase2-epochs", "1", "--train-limit", "1000", "--no-progress"]
+
+
+def test_train_writes_every_artifact(tmp_path, mnist_cache, capsys):
+  out = tmp_path / "run"
+  code = cli.main(["train", "--arch", "32-16", *FAST, "--out", str(out), "--data-dir", str(mnist_cache)])
+  assert code == 0
+  for name in (
+    "results.json",
+    "choices.csv",
+    "curves.png",
+    "activation_shares.png",
+    "activation_trajectory.png",
+  ):
+    assert (out / name).stat().st_size > 0, name
+  results = json.loads((out / "results.json").read_text())
+  assert results["config"]["hidden"] == [32, 16]
+  assert set(results["phases"]) == {"phase1", "phase2"}
+  assert 0.1 < results["final"]["test_accuracy"] <= 1.0
+  rows = (out / "choices.csv").read_text().splitlines()
+  assert rows[0] == "layer,neuron,activation,frozen_position" and len(rows) == 1 + 32 + 16
+  printed = capsys.readouterr().out
+  assert "phase2" in printed and "test acc" in printed
+
+  # The same directory refuses a different run unless told to overwrite.
+  assert cli.main(["train", "--arch", "32", *FAST, "--out", str(out), "--data-dir", str(mnist_cache)]) != 0
+  assert "holds the results of a different run" in capsys.readouterr().err
+  assert (
+    cli.main(
+      [
+        "train",
+        "--arch",
+        "32",
+        "--baseline",
+        "relu",
+        *FAST,
+        "--out",
+        str(out),
+        "--data-dir",
+        str(mnist_cache),
+        "--overwrite",
+      ]
+    )
+    == 0
+  )
+  assert json.loads((out / "results.json").read_text())["config"]["baseline"] == "relu"
+
+
+@pytest.mark.parametrize(
+  "args, message",
+  [
+    (["--arch", "wide_99layer"], "Unknown architecture 'wide_99layer'"),
+    (["--arch", "512-x"], "Unknown architecture '512-x'"),
+    (["--phase1-epochs", "-2"], "phase1_epochs must be an integer >= 0, got -2"),
+    (["--lr", "0"], "learning_rate must be a finite number > 0, got 0.0"),
+    (["--temperature", "-1"], "temperature must be a finite number > 0"),
+  ],
+)
+def test_bad_arguments_fail_before_any_compute(args, message, tmp_path, capsys):
+  assert cli.main(["train", *args, "--out", str(tmp_path)]) == 2
+  assert message in capsys.readouterr().err
+  assert not any(tmp_path.iterdir())
+
+
+def test_archs_lists_all_eighteen(capsys):
+  assert cli.main(["archs"]) == 0
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == 18 and "wide_5layer" in lines[8]

@@ -1,0 +1,125 @@
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import smartmixed_jax as sm
+
+
+def _tiny(arch="48", **overrides):
+  values = dict(phase1_epochs=2, phase2_epochs=2, train_limit=1500, eval_batch_size=1000, seed=1)
+  values.update(overrides)
+  return sm.make_config(arch, "recommended", **values)
+
+
+def test_epoch_sees_every_example_once_and_learns():
+  """The padded last batch is masked: mean accuracy counts every example once."""
+  x = jax.random.normal(jax.random.key(0), (300, 4))
+  y = (x[:, 0] > 0).astype(jnp.int32)
+  model = sm.fixed_mlp(jax.random.key(1), (4, 16, 2), "relu")
+  apply = lambda p, x, k: model.apply(p, x)
+  opt = sm.make_optimizer(1e-2, 1.0)
+  epoch = sm.make_train_epoch(apply, opt, batch_size=128)  # 300 = 128 + 128 + 44
+  evaluate = sm.make_evaluate(apply, batch_size=128)
+  params, state = model.params, opt.init(model.params)
+  before = evaluate(params, x, y, jax.random.key(2))
+  for i in range(20):
+    params, state, metrics = epoch(params, state, x, y, jax.random.key(i))
+  after = evaluate(params, x, y, jax.random.key(2))
+  assert float(after.loss) < float(before.loss) and float(after.accuracy) > 0.95
+  # Evaluation over padded chunks equals one full batch.
+  full = sm.cross_entropy(model.apply(params, x), y).mean()
+  np.testing.assert_allclose(float(after.loss), float(full), rtol=1e-5)
+  n_correct = float(metrics.accuracy) * 300
+  assert abs(n_correct - round(n_correct)) < 1e-3
+
+
+def test_training_is_deterministic(mnist):
+  a = sm.train_and_evaluate(_tiny(), mnist, progress=False)
+  b = sm.train_and_evaluate(_tiny(), mnist, progress=False)
+  chex.assert_trees_all_equal(a.model.params, b.model.params)
+  assert a.summary()["final"] == b.summary()["final"]
+  c = sm.train_and_evaluate(_tiny(seed=2), mnist, progress=False)
+  assert a.summary()["final"] != c.summary()["final"]
+
+
+def test_end_to_end_on_real_mnist(mnist):
+  """A short real run: well above chance, freeze keeps the function, records complete."""
+  config = _tiny("64-32", phase1_epochs=3, phase2_epochs=3, train_limit=3000)
+  result = sm.train_and_evaluate(config, mnist, progress=False)
+  phase1, phase2 = result.phases
+  assert [p.name for p in result.phases] == ["phase1", "phase2"]
+  assert len(phase1.history) == 4 and len(phase2.history) == 4
+  assert phase2.best["test_accuracy"] > 0.85  # chance is 0.10
+  # Phase 2 starts from the frozen best Phase 1 model: same function, same loss.
+  np.testing.assert_allclose(phase2.history[0]["val_loss"], phase1.best["val_loss"], rtol=1e-4)
+  best = phase1.history[int(np.argmin([r["val_loss"] for r in phase1.history]))]
+  assert best is phase1.best
+  counts = phase1.history[-1]["activation_counts"]
+  assert [sum(c.values()) for c in counts] == [64, 32]
+  summary = result.summary()
+  assert summary["activation_counts"] == result.model.counts()
+  assert set(summary["phases"]) == {"phase1", "phase2"}
+  assert summary["final"]["test_accuracy"] == phase2.best["test_accuracy"]
+
+
+def test_reference_mode_and_baseline_run(mnist):
+  paper = dataclasses.replace(_tiny(), reference_quirks=True, reinit_phase2=True, learning_rate=1e-3)
+  result = sm.train_and_evaluate(paper, mnist, progress=False)
+  assert result.phases[1].best["test_accuracy"] > 0.5
+  # Re-initialised at the switch: Phase 2's start is far from Phase 1's best.
+  assert result.phases[1].history[0]["val_accuracy"] < 0.5
+  baseline = sm.train_and_evaluate(_tiny(baseline="elu"), mnist, progress=False)
+  assert [p.name for p in baseline.phases] == ["elu"]
+  assert len(baseline.phases[0].history) == 5
+  assert baseline.model.segments == ((("elu", 0, 48),),)
+
+
+def test_batch_larger_than_training_set(mnist):
+  with pytest.raises(ValueError, match="batch_size 4096 exceeds the 1500 training examples"):
+    sm.train_and_evaluate(_tiny(batch_size=4096), mnist, progress=False)
+
+
+def test_wrong_data_width(mnist):
+  bad = mnist._replace(train=sm.Split(mnist.train.x[:, :100], mnist.train.y))
+  with pytest.raises(ValueError, match="100 features; the model expects 784"):
+    sm.train_and_evaluate(_tiny(), bad, progress=False)
+
+
+@pytest.mark.parametrize(
+  "overrides, match",
+  [
+    (dict(phase1_epochs=-1), "phase1_epochs must be an integer >= 0, got -1"),
+    (dict(learning_rate=0.0), "learning_rate must be a finite number > 0"),
+    (dict(temperature=float("nan")), "temperature must be a finite number > 0"),
+    (dict(batch_size=0), "batch_size must be an integer >= 1"),
+    (dict(baseline="swish"), "baseline 'swish' is not in the pool"),
+  ],
+)
+def test_bad_config(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    _tiny(**overrides)
+
+
+@pytest.mark.parametrize(
+  "arch, preset, match",
+  [
+    ("wide_99layer", "recommended", "Unknown architecture 'wide_99layer'.*simple_2layer"),
+    ("512-0", "recommended", "Unknown architecture"),
+    ("medium_5layer", "fast", "Unknown preset 'fast'; valid presets are \\['paper', 'recommended'\\]"),
+  ],
+)
+def test_bad_architecture_or_preset(arch, preset, match):
+  with pytest.raises(ValueError, match=match):
+    sm.make_config(arch, preset)
+
+
+def test_presets():
+  paper = sm.make_config("wide_14layer", "paper")
+  assert (paper.learning_rate, paper.phase1_epochs, paper.phase2_epochs) == (1e-4, 50, 350)
+  assert paper.reference_quirks and paper.reinit_phase2 and paper.seed == 42
+  assert paper.layer_sizes == (784, 768, 512, 512, 256, 256, 128, 128, 64, 64, 32, 32, 16, 16, 10)
+  assert len(sm.ARCHITECTURES) == 18
