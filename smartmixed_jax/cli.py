@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from smartmixed_jax.artifacts import RESULTS_FILE, write_run
-from smartmixed_jax.config import ARCHITECTURES, PRESETS, Config, make_config
+from smartmixed_jax.config import ARCHITECTURES, PRESETS, SCHEDULES, Config, make_config
 from smartmixed_jax.data import DataError, load_mnist
 from smartmixed_jax.pool import ACTIVATIONS
 from smartmixed_jax.train import train_and_evaluate
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--phase2-epochs", type=int)
   train.add_argument("--seed", type=int)
   train.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+  train.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule per phase")
   train.add_argument("--batch-size", type=int)
   train.add_argument("--temperature", type=float)
   train.add_argument(
@@ -85,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
   _data_args(train)
 
   demo = sub.add_parser("demo", help="a short SmartMixed run on real MNIST (about a minute)")
-  demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory")
+  demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (replaced)")
   _data_args(demo)
 
   sub.add_parser("archs", help="list the paper's architectures")
@@ -153,6 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return 0
     if args.command == "demo":
       config = make_config(**DEMO)
+      args.overwrite = True  # the demo replaces its own previous run
     else:
       config = make_config(
         args.arch,

@@ -11,6 +11,7 @@ from smartmixed_jax.pool import DEFAULT_POOL, Pool, pool_names
 
 INPUT_SIZE = 784
 NUM_CLASSES = 10
+SCHEDULES = ("constant", "cosine")
 
 ARCHITECTURES: dict[str, tuple[int, ...]] = {
   "simple_2layer": (512,),
@@ -63,7 +64,8 @@ class Config:
     phase2_epochs: epochs of Phase 2 (frozen, mixed).
     baseline: if set, train a fixed-activation MLP with this activation for
       ``phase1_epochs + phase2_epochs`` epochs instead of SmartMixed.
-    learning_rate: Adam learning rate.
+    learning_rate: Adam learning rate (the peak, with a schedule).
+    schedule: ``"constant"`` or ``"cosine"`` (decays to zero over each phase).
     batch_size: training batch size.
     clip_norm: global gradient-norm clip (logits included).
     temperature: Gumbel-Softmax temperature.
@@ -84,6 +86,7 @@ class Config:
   phase2_epochs: int = 30
   baseline: Optional[str] = None
   learning_rate: float = 1e-3
+  schedule: str = "constant"
   batch_size: int = 128
   clip_norm: float = 1.0
   temperature: float = 0.3
@@ -106,6 +109,8 @@ class Config:
       value = getattr(self, name)
       if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"Unknown schedule {self.schedule!r}; valid schedules are {list(SCHEDULES)}.")
     if self.train_limit is not None and self.train_limit < 1:
       raise ValueError(f"train_limit must be >= 1 or None, got {self.train_limit!r}.")
     if self.baseline is not None and self.baseline not in names:
@@ -136,9 +141,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     reinit_phase2=True,
     reference_quirks=True,
   ),
-  # Ours: a 10x higher learning rate reaches the same accuracy in ~1/10 the
-  # epochs; weights carry over into Phase 2; no quirks.
-  "recommended": dict(phase1_epochs=20, phase2_epochs=30, learning_rate=1e-3),
+  # Ours: a 10x higher peak learning rate, decayed to zero over each phase,
+  # reaches the same accuracy in a fraction of the epochs; weights carry over
+  # into Phase 2; no quirks.
+  "recommended": dict(phase1_epochs=20, phase2_epochs=30, learning_rate=1e-3, schedule="cosine"),
 }
 
 

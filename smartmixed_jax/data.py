@@ -129,6 +129,9 @@ def _save_cache(path: Path, arrays) -> None:
 def _read_tfds(data_dir: Path, *, download: bool):
   import tensorflow_datasets as tfds  # heavy; only needed to prepare the cache
 
+  # tfds warns through absl that it decodes PNGs with PIL instead of OpenCV.
+  logging.getLogger("absl").setLevel(logging.ERROR)
+
   if download:
     builder = tfds.builder("mnist", data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare()

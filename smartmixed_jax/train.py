@@ -29,8 +29,18 @@ ApplyFn = Callable[[Params, jax.Array, jax.Array], jax.Array]
 """``apply(params, x, key) -> logits``; deterministic models ignore ``key``."""
 
 
-def make_optimizer(learning_rate: float, clip_norm: float) -> optax.GradientTransformation:
-  """Adam after global-norm gradient clipping (the reference set-up)."""
+def make_optimizer(
+  learning_rate: float, clip_norm: float, *, decay_steps: Optional[int] = None
+) -> optax.GradientTransformation:
+  """Adam after global-norm gradient clipping (the reference set-up).
+
+  Args:
+    learning_rate: Adam's learning rate; the peak if ``decay_steps`` is set.
+    clip_norm: maximum global norm of the gradients.
+    decay_steps: if set, cosine-decay the learning rate to zero over this many steps.
+  """
+  if decay_steps:
+    learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps)
   return optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
 
 
@@ -174,7 +184,9 @@ def run_phase(
   from tqdm.auto import tqdm
 
   loss_fn = functools.partial(cross_entropy, softmax_output=config.reference_quirks)
-  optimizer = make_optimizer(config.learning_rate, config.clip_norm)
+  steps_per_epoch = math.ceil(data.train.x.shape[0] / config.batch_size)
+  decay_steps = epochs * steps_per_epoch if config.schedule == "cosine" else None
+  optimizer = make_optimizer(config.learning_rate, config.clip_norm, decay_steps=decay_steps)
   train_epoch = make_train_epoch(train_apply, optimizer, batch_size=config.batch_size, loss_fn=loss_fn)
   evaluate = make_evaluate(eval_apply, batch_size=config.eval_batch_size, loss_fn=loss_fn)
   splits = {

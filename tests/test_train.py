@@ -67,9 +67,10 @@ def test_end_to_end_on_real_mnist(mnist):
 
 
 def test_reference_mode_and_baseline_run(mnist):
-  paper = dataclasses.replace(_tiny(), reference_quirks=True, reinit_phase2=True, learning_rate=1e-3)
+  paper = _tiny(train_limit=3000, learning_rate=3e-3, schedule="constant")
+  paper = dataclasses.replace(paper, reference_quirks=True, reinit_phase2=True)
   result = sm.train_and_evaluate(paper, mnist, progress=False)
-  assert result.phases[1].best["test_accuracy"] > 0.5
+  assert result.phases[1].best["test_accuracy"] > 0.7  # measured 0.86; chance is 0.10
   # Re-initialised at the switch: Phase 2's start is far from Phase 1's best.
   assert result.phases[1].history[0]["val_accuracy"] < 0.5
   baseline = sm.train_and_evaluate(_tiny(baseline="elu"), mnist, progress=False)
@@ -97,6 +98,7 @@ def test_wrong_data_width(mnist):
     (dict(temperature=float("nan")), "temperature must be a finite number > 0"),
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
     (dict(baseline="swish"), "baseline 'swish' is not in the pool"),
+    (dict(schedule="linear"), r"Unknown schedule 'linear'; valid schedules are \['constant', 'cosine'\]"),
   ],
 )
 def test_bad_config(overrides, match):
@@ -121,5 +123,6 @@ def test_presets():
   paper = sm.make_config("wide_14layer", "paper")
   assert (paper.learning_rate, paper.phase1_epochs, paper.phase2_epochs) == (1e-4, 50, 350)
   assert paper.reference_quirks and paper.reinit_phase2 and paper.seed == 42
+  assert paper.schedule == "constant" and sm.make_config().schedule == "cosine"
   assert paper.layer_sizes == (784, 768, 512, 512, 256, 256, 128, 128, 64, 64, 32, 32, 16, 16, 10)
   assert len(sm.ARCHITECTURES) == 18
