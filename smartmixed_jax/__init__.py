@@ -25,6 +25,7 @@ from smartmixed_jax.train import (
   make_evaluate,
   make_optimizer,
   make_train_epoch,
+  make_train_step,
   train_and_evaluate,
 )
 
@@ -58,6 +59,7 @@ __all__ = [
   "make_evaluate",
   "make_optimizer",
   "make_train_epoch",
+  "make_train_step",
   "mix",
   "parse_architecture",
   "pool_names",

@@ -75,6 +75,28 @@ def _batch_loss(apply_fn, loss_fn, params, x, y, mask, key):
   return total / jnp.maximum(jnp.sum(weight), 1.0), (total, correct)
 
 
+def make_train_step(
+  apply_fn: ApplyFn,
+  optimizer: optax.GradientTransformation,
+  *,
+  loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
+):
+  """Builds ``step(params, opt_state, x, y, mask, key) -> (params, opt_state, (loss_sum, correct))``.
+
+  One optimizer update on a batch; ``mask`` ``[batch]`` marks the real
+  examples (padding has weight 0). Not jit-compiled itself: it is meant to be
+  called inside a jit-compiled loop (or wrapped in ``jax.jit``).
+  """
+  grad_fn = jax.grad(functools.partial(_batch_loss, apply_fn, loss_fn), has_aux=True)
+
+  def step(params, opt_state, x, y, mask, key):
+    grads, sums = grad_fn(params, x, y, mask, key)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, sums
+
+  return step
+
+
 def make_train_epoch(
   apply_fn: ApplyFn,
   optimizer: optax.GradientTransformation,
@@ -85,10 +107,10 @@ def make_train_epoch(
   """Builds ``epoch(params, opt_state, x, y, key) -> (params, opt_state, Metrics)``.
 
   The returned function is jit-compiled and runs one pass over ``(x, y)`` in
-  shuffled minibatches as a single ``lax.scan``. Metrics are the epoch means
-  of the training loss and accuracy.
+  shuffled minibatches as a single ``lax.scan`` of :func:`make_train_step`.
+  Metrics are the epoch means of the training loss and accuracy.
   """
-  grad_fn = jax.grad(functools.partial(_batch_loss, apply_fn, loss_fn), has_aux=True)
+  train_step = make_train_step(apply_fn, optimizer, loss_fn=loss_fn)
 
   @jax.jit
   def epoch(params, opt_state, x, y, key):
@@ -97,12 +119,9 @@ def make_train_epoch(
     step_keys = jax.random.split(step_key, indices.shape[0])
 
     def step(carry, batch):
-      params, opt_state = carry
       idx, m, k = batch
-      grads, (total, correct) = grad_fn(params, x[idx], y[idx], m, k)
-      updates, opt_state = optimizer.update(grads, opt_state, params)
-      params = optax.apply_updates(params, updates)
-      return (params, opt_state), (total, correct)
+      params, opt_state, sums = train_step(*carry, x[idx], y[idx], m, k)
+      return (params, opt_state), sums
 
     (params, opt_state), (totals, corrects) = jax.lax.scan(
       step, (params, opt_state), (indices, mask, step_keys)

@@ -149,3 +149,37 @@ def test_integer_input_is_rejected():
   params = sm.init_mlp(KEY, (5, 4, 2))
   with pytest.raises(TypeError, match="floating"):
     sm.apply_hard(params, jnp.ones((1, 5), jnp.uint8))
+
+
+def _clamp(x, c):
+  """PyTorch's clamp: the gradient passes on the bounds (jnp.clip halves it there)."""
+  return jnp.where(jnp.abs(x) <= c, x, jnp.sign(x) * c)
+
+
+def _reference_mix(z, weights, fns, clip=None):
+  """The textbook formula, differentiated by plain autodiff."""
+  values = jnp.stack([fn(z) if clip is None else _clamp(fn(z), clip) for fn in fns], -1)
+  out = jnp.sum(values * weights, -1)
+  return out if clip is None else _clamp(out, clip)
+
+
+@pytest.mark.parametrize("clip", [None, 1.5])
+@pytest.mark.parametrize("hard", [True, False])
+def test_mix_custom_vjp_equals_autodiff(clip, hard):
+  fns = [fn for _, fn in sm.resolve_pool(sm.DEFAULT_POOL)]
+  z = 3 * jax.random.normal(jax.random.key(10), (2, 5, 7))
+  logits = jax.random.normal(jax.random.key(11), (7, 6))
+  key = jax.random.key(12)
+  cotangent = jax.random.normal(jax.random.key(13), z.shape)
+
+  def loss(mix_fn, z, logits):
+    weights = sm.gumbel_straight_through(logits, key, temperature=0.7, hard=hard)
+    return jnp.sum(cotangent * mix_fn(z, weights))
+
+  ours = jax.grad(lambda z, l: loss(lambda a, w: sm.mix(a, w, fns, clip=clip), z, l), (0, 1))(z, logits)
+  reference = jax.grad(lambda z, l: loss(lambda a, w: _reference_mix(a, w, fns, clip), z, l), (0, 1))(
+    z, logits
+  )
+  chex.assert_trees_all_close(ours, reference, atol=1e-5, rtol=1e-5)
+  value = sm.mix(z, jax.nn.softmax(logits), fns, clip=clip)
+  chex.assert_trees_all_close(value, _reference_mix(z, jax.nn.softmax(logits), fns, clip), atol=1e-6)

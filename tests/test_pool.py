@@ -53,6 +53,7 @@ def test_custom_callable_in_pool():
     ((), ValueError, "non-empty"),
     (("relu", 3), TypeError, "name or a \\(name, callable\\) pair, got 3"),
     (("relu", ("sum", jnp.sum)), ValueError, "'sum' must be elementwise"),
+    (("relu", ("softmax", jax.nn.softmax)), ValueError, "'softmax' must be elementwise; its outputs depend"),
   ],
 )
 def test_bad_pools(pool, error, match):
@@ -62,3 +63,19 @@ def test_bad_pools(pool, error, match):
 
 def test_list_pool_is_accepted():
   assert pool_lib.pool_names(["relu", "tanh"]) == ("relu", "tanh")
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_elu_and_selu_are_accurate(dtype):
+  """Values and gradients against float64 truth, to a few ulp (jax.nn.elu's own
+  gradient underflows to 0 below x = -17; ours stays exp(x))."""
+  x = jnp.concatenate([-jnp.logspace(-8, 2, 2001), jnp.linspace(-1, 1, 2001)]).astype(dtype)
+  x64 = np.asarray(x, np.float64)
+  rtol = 1e-6 if dtype == jnp.float32 else 3e-2  # ~8 float32 ulp, ~4 bfloat16 ulp
+  for name, scale, alpha in (("elu", 1.0, 1.0), ("selu", pool_lib.SELU_SCALE, pool_lib.SELU_ALPHA)):
+    fn = sm.ACTIVATIONS[name]
+    value = scale * np.where(x64 > 0, x64, alpha * np.expm1(np.minimum(x64, 0)))
+    grad = scale * np.where(x64 > 0, 1.0, alpha * np.exp(np.minimum(x64, 0)))
+    np.testing.assert_allclose(np.asarray(fn(x), np.float64), value, rtol=rtol, atol=1e-30)
+    ours = jax.vmap(jax.grad(lambda v, fn=fn: fn(v).astype(jnp.float32)))(x)
+    np.testing.assert_allclose(np.asarray(ours, np.float64), grad, rtol=rtol, atol=1e-30)
