@@ -6,6 +6,7 @@ each neuron's choice and groups neurons by activation, and Phase 2 trains the
 fixed mixed network at the speed of an ordinary one.
 """
 
+from smartmixed_jax.checkpoint import Checkpoints
 from smartmixed_jax.config import ARCHITECTURES, PRESETS, Config, make_config, parse_architecture
 from smartmixed_jax.data import DataError, Dataset, Split, load_mnist, stratified_split
 from smartmixed_jax.freeze import FrozenMLP, Segment, apply_frozen, fixed_mlp, freeze, grouped_activation
@@ -19,13 +20,18 @@ from smartmixed_jax.mlp import (
 )
 from smartmixed_jax.pool import ACTIVATIONS, DEFAULT_POOL, pool_names, resolve_pool
 from smartmixed_jax.train import (
+  EpochMetrics,
+  Metrics,
+  NonFiniteError,
   PhaseResult,
+  PhaseState,
   RunResult,
   cross_entropy,
   make_evaluate,
   make_optimizer,
   make_train_epoch,
   make_train_step,
+  run_phase,
   train_and_evaluate,
 )
 
@@ -36,11 +42,16 @@ __all__ = [
   "ARCHITECTURES",
   "DEFAULT_POOL",
   "PRESETS",
+  "Checkpoints",
   "Config",
   "DataError",
+  "EpochMetrics",
   "Dataset",
   "FrozenMLP",
+  "Metrics",
+  "NonFiniteError",
   "PhaseResult",
+  "PhaseState",
   "RunResult",
   "Segment",
   "Split",
@@ -60,6 +71,7 @@ __all__ = [
   "make_optimizer",
   "make_train_epoch",
   "make_train_step",
+  "run_phase",
   "mix",
   "parse_architecture",
   "pool_names",

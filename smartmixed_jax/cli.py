@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from smartmixed_jax.artifacts import RESULTS_FILE, write_run
+from smartmixed_jax.artifacts import RESULTS_FILE, write_json, write_run
 from smartmixed_jax.config import ARCHITECTURES, PRESETS, SCHEDULES, Config, make_config
 from smartmixed_jax.data import DataError, load_mnist
 from smartmixed_jax.pool import ACTIVATIONS
-from smartmixed_jax.train import train_and_evaluate
+from smartmixed_jax.train import NonFiniteError, train_and_evaluate
 
 DEMO = dict(arch="medium_5layer", preset="recommended", phase1_epochs=5, phase2_epochs=10, seed=0)
 """The demo: ~1 minute on 2 CPU cores, about 98% test accuracy."""
@@ -36,7 +37,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     "--download", action="store_true", help="let tensorflow-datasets download MNIST (needs the internet)"
   )
   p.add_argument("--no-progress", action="store_true", help="hide progress bars")
-  p.add_argument("--overwrite", action="store_true", help="replace the results of a different run in --out")
+  p.add_argument("--overwrite", action="store_true", help="replace the run in --out, checkpoints included")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,27 +83,58 @@ def build_parser() -> argparse.ArgumentParser:
     "--carry-over", dest="reinit_phase2", action="store_false", help="carry the Phase 1 weights into Phase 2"
   )
   train.add_argument("--train-limit", type=int, help="use only the first N training examples")
-  train.add_argument("--out", type=Path, required=True, help="output directory")
+  train.add_argument("--out", type=Path, help="output directory")
+  train.add_argument(
+    "--resume",
+    type=Path,
+    metavar="DIR",
+    help="continue the interrupted run in DIR from its newest checkpoint",
+  )
+  train.add_argument(
+    "--checkpoint-every",
+    type=int,
+    default=5,
+    metavar="N",
+    help="checkpoint every N epochs, and at the end of each phase (default 5)",
+  )
+  train.add_argument("--keep", type=int, default=3, metavar="N", help="checkpoints to keep (default 3)")
+  train.add_argument(
+    "--skip-nonfinite", action="store_true", help="skip updates with non-finite gradients instead of stopping"
+  )
   _data_args(train)
 
   demo = sub.add_parser("demo", help="a short SmartMixed run on real MNIST (about a minute)")
   demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (replaced)")
+  demo.set_defaults(checkpoint_every=5, keep=3)
   _data_args(demo)
 
   sub.add_parser("archs", help="list the paper's architectures")
   return parser
 
 
-def _check_out_dir(out: Path, config: Config, overwrite: bool) -> None:
-  results = out / RESULTS_FILE
-  if not results.is_file() or overwrite:
-    return
-  try:
-    previous = json.loads(results.read_text())["config"]
-  except (ValueError, KeyError):
-    previous = None
-  if previous != json.loads(json.dumps(config.to_dict())):
-    raise ValueError(f"{out} holds the results of a different run; choose another --out or pass --overwrite.")
+CONFIG_FILE = "config.json"
+
+
+def _prepare_out_dir(out: Path, config: Config, *, overwrite: bool, resume: bool) -> None:
+  """Refuses a directory holding another run unless resuming or overwriting."""
+  holds_run = (out / CONFIG_FILE).is_file() or (out / RESULTS_FILE).is_file()
+  if holds_run and not (overwrite or resume):
+    raise ValueError(
+      f"{out} already holds a run; continue it with --resume {out}, start it again with"
+      " --overwrite, or choose another --out."
+    )
+  if overwrite:
+    for name in (CONFIG_FILE, RESULTS_FILE):
+      (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+  write_json(out / CONFIG_FILE, config.to_dict())
+
+
+def _resume_config(out: Path) -> Config:
+  path = out / CONFIG_FILE
+  if not path.is_file():
+    raise ValueError(f"--resume {out}: no run there ({path} is missing).")
+  return Config.from_dict(json.loads(path.read_text()))
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -126,7 +158,7 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> dict:
-  _check_out_dir(args.out, config, args.overwrite)
+  _prepare_out_dir(args.out, config, overwrite=args.overwrite, resume=args.resume is not None)
   data = load_mnist(args.data_dir, idx_dir=args.idx_dir, allow_download=args.download)
   print(
     f"MNIST from {data.source}: {len(data.train.y)} train / {len(data.validation.y)} validation"
@@ -139,7 +171,15 @@ def run(config: Config, args: argparse.Namespace) -> dict:
     f" phase 2 {config.phase2_epochs} epochs, lr {config.learning_rate}, seed {config.seed}",
     flush=True,
   )
-  result = train_and_evaluate(config, data, progress=not args.no_progress)
+  result = train_and_evaluate(
+    config,
+    data,
+    workdir=args.out,
+    resume=args.resume is not None,
+    checkpoint_every=args.checkpoint_every,
+    max_to_keep=args.keep,
+    progress=not args.no_progress,
+  )
   summary = write_run(args.out, result)
   _print_summary(summary, args.out)
   return summary
@@ -154,8 +194,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return 0
     if args.command == "demo":
       config = make_config(**DEMO)
-      args.overwrite = True  # the demo replaces its own previous run
+      args.overwrite, args.resume = True, None  # the demo replaces its own previous run
+    elif args.resume is not None:
+      args.out = args.resume
+      config = _resume_config(args.resume)
     else:
+      if args.out is None:
+        raise ValueError("train needs --out DIR (or --resume DIR).")
       config = make_config(
         args.arch,
         args.preset,
@@ -163,16 +208,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         phase2_epochs=args.phase2_epochs,
         seed=args.seed,
         learning_rate=args.learning_rate,
+        schedule=args.schedule,
         batch_size=args.batch_size,
         temperature=args.temperature,
         baseline=args.baseline,
         reinit_phase2=args.reinit_phase2,
         train_limit=args.train_limit,
+        skip_nonfinite=args.skip_nonfinite or None,
+      )
+    if args.checkpoint_every < 1 or args.keep < 1:
+      raise ValueError(
+        f"--checkpoint-every and --keep must be >= 1, got {args.checkpoint_every}, {args.keep}."
       )
     run(config, args)
   except (ValueError, DataError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except NonFiniteError as e:
+    print(f"error: {e}\nThe checkpoints in {args.out}/checkpoints hold the last good state.", file=sys.stderr)
+    return 3
+  except KeyboardInterrupt:
+    print(f"\ninterrupted; continue with: smartmixed train --resume {args.out}", file=sys.stderr)
+    return 130
   return 0
 
 

@@ -78,6 +78,8 @@ class Config:
     pool: candidate activations.
     train_limit: use only the first N training examples (tests, quick looks).
     eval_batch_size: batch size for evaluation.
+    skip_nonfinite: skip updates with non-finite gradients instead of
+      stopping the run.
   """
 
   hidden: tuple[int, ...] = ARCHITECTURES["medium_5layer"]
@@ -96,6 +98,7 @@ class Config:
   pool: Pool = DEFAULT_POOL
   train_limit: Optional[int] = None
   eval_batch_size: int = 2000
+  skip_nonfinite: bool = False
 
   def __post_init__(self):
     validate_layer_sizes((INPUT_SIZE, *self.hidden, NUM_CLASSES))
@@ -123,6 +126,17 @@ class Config:
   @property
   def clip_activations(self) -> Optional[float]:
     return 10.0 if self.reference_quirks else None
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> Config:
+    """The inverse of :meth:`to_dict` (pools of named activations only)."""
+    d = dict(d)
+    d["hidden"] = tuple(d["hidden"])
+    d["pool"] = tuple(d["pool"])
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"Unknown config fields {unknown}.")
+    return cls(**d)
 
   def to_dict(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)

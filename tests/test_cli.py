@@ -30,7 +30,7 @@ def test_train_writes_every_artifact(tmp_path, mnist_cache, capsys):
 
   # The same directory refuses a different run unless told to overwrite.
   assert cli.main(["train", "--arch", "32", *FAST, "--out", str(out), "--data-dir", str(mnist_cache)]) != 0
-  assert "holds the results of a different run" in capsys.readouterr().err
+  assert "already holds a run; continue it with --resume" in capsys.readouterr().err
   assert (
     cli.main(
       [

@@ -1,0 +1,115 @@
+"""Nothing lost to a crash: checkpoints, resume, fallback, divergence."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import smartmixed_jax as sm
+from smartmixed_jax import cli
+
+TIMING = {
+  "train_seconds",
+  "eval_seconds",
+  "seconds",
+  "median_epoch_train_seconds",
+  "median_epoch_eval_seconds",
+}
+
+
+def _without_timings(tree):
+  if isinstance(tree, dict):
+    return {k: _without_timings(v) for k, v in tree.items() if k not in TIMING}
+  if isinstance(tree, list):
+    return [_without_timings(v) for v in tree]
+  return tree
+
+
+def _config(**overrides):
+  values = dict(phase1_epochs=3, phase2_epochs=3, train_limit=4000, seed=5, eval_batch_size=2000)
+  values.update(overrides)
+  return sm.make_config("64-32", "recommended", **values)
+
+
+def test_sigkill_mid_run_then_resume_gives_identical_results(tmp_path, mnist_cache):
+  args = ["train", "--arch", "256-128", "--phase1-epochs", "4", "--phase2-epochs", "4",
+          "--train-limit", "20000", "--seed", "7", "--checkpoint-every", "1", "--no-progress",
+          "--data-dir", str(mnist_cache)]  # fmt: skip
+  killed = tmp_path / "killed"
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  process = subprocess.Popen(
+    [sys.executable, "-m", "smartmixed_jax.cli", *args, "--out", str(killed)],
+    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+  )  # fmt: skip
+  checkpoints = killed / "checkpoints"
+  deadline = time.monotonic() + 240
+  while time.monotonic() < deadline and process.poll() is None:
+    if checkpoints.is_dir() and any(p.name.isdigit() and int(p.name) >= 2 for p in checkpoints.iterdir()):
+      break
+    time.sleep(0.02)
+  assert process.poll() is None, process.stderr.read().decode()[-2000:]
+  process.send_signal(signal.SIGKILL)  # mid Phase 1, epoch 3: no chance to clean up
+  process.wait()
+  assert process.returncode == -signal.SIGKILL
+  assert not (killed / "results.json").exists()
+
+  assert cli.main(["train", "--resume", str(killed), "--no-progress", "--data-dir", str(mnist_cache)]) == 0
+  reference = tmp_path / "reference"
+  assert cli.main([*args, "--out", str(reference)]) == 0
+  resumed = json.loads((killed / "results.json").read_text())
+  uninterrupted = json.loads((reference / "results.json").read_text())
+  assert _without_timings(resumed) == _without_timings(uninterrupted)
+  assert (killed / "choices.csv").read_text() == (reference / "choices.csv").read_text()
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path, mnist, capfd):
+  config = _config()
+  uninterrupted = sm.train_and_evaluate(config, mnist, progress=False).summary()
+  sm.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, max_to_keep=3, progress=False)
+  steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [4, 5, 6]  # bounded: the newest three
+  newest = tmp_path / "checkpoints" / str(steps[-1])
+  for path in newest.rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"\0garbage")
+  result = sm.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
+  assert f"checkpoint {steps[-1]} in" in capfd.readouterr().err
+  assert _without_timings(result.summary()) == _without_timings(uninterrupted)
+
+
+def test_checkpoints_without_resume_are_not_overwritten(tmp_path, mnist):
+  sm.train_and_evaluate(_config(phase1_epochs=1, phase2_epochs=0), mnist, workdir=tmp_path, progress=False)
+  with pytest.raises(ValueError, match="already holds checkpoints"):
+    sm.train_and_evaluate(_config(), mnist, workdir=tmp_path, progress=False)
+
+
+def test_divergence_stops_naming_epoch_and_step_and_keeps_good_checkpoints(tmp_path, mnist):
+  config = _config(learning_rate=1e30, schedule="constant")
+  with pytest.raises(sm.NonFiniteError, match=r"phase1: training diverged at epoch 1, step \d+ of 32"):
+    sm.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
+  assert not any(p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())  # nothing non-finite saved
+
+
+def test_divergence_in_the_cli_exits_non_zero(tmp_path, mnist_cache, capsys):
+  code = cli.main(["train", "--arch", "32", "--lr", "1e30", "--schedule", "constant", "--phase1-epochs", "2",
+                   "--train-limit", "1000", "--out", str(tmp_path), "--no-progress",
+                   "--data-dir", str(mnist_cache)])  # fmt: skip
+  assert code == 3
+  err = capsys.readouterr().err
+  assert "training diverged at epoch 1, step" in err and "--skip-nonfinite" in err
+
+
+def test_skip_nonfinite_skips_the_bad_steps(mnist):
+  config = _config(
+    learning_rate=1e30, schedule="constant", skip_nonfinite=True, phase1_epochs=2, phase2_epochs=1
+  )
+  result = sm.train_and_evaluate(config, mnist, progress=False)
+  history = result.phases[0].history
+  assert sum(r.get("skipped_steps", 0) for r in history) > 0
+  assert all(np.isfinite(np.asarray(a)).all() for a in jax.tree.leaves(result.model.params))
