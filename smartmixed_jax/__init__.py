@@ -4,12 +4,23 @@ Phase 1 trains, for every hidden neuron, logits over a pool of activations
 through a Gumbel-Softmax straight-through estimator; :func:`freeze` then fixes
 each neuron's choice and groups neurons by activation, and Phase 2 trains the
 fixed mixed network at the speed of an ordinary one.
+
+Flax users: ``smartmixed_jax.nnx`` (NNX) and ``smartmixed_jax.linen`` (Linen)
+hold drop-in activation layers; import them explicitly (they need flax).
 """
 
 from smartmixed_jax.checkpoint import Checkpoints
 from smartmixed_jax.config import ARCHITECTURES, PRESETS, Config, make_config, parse_architecture
 from smartmixed_jax.data import DataError, Dataset, Split, load_mnist, stratified_split
-from smartmixed_jax.freeze import FrozenMLP, Segment, apply_frozen, fixed_mlp, freeze, grouped_activation
+from smartmixed_jax.freeze import (
+  FrozenMLP,
+  Segment,
+  apply_frozen,
+  fixed_activation,
+  fixed_mlp,
+  freeze,
+  grouped_activation,
+)
 from smartmixed_jax.mlp import (
   apply_hard,
   apply_selective,
@@ -60,6 +71,7 @@ __all__ = [
   "apply_selective",
   "choices",
   "cross_entropy",
+  "fixed_activation",
   "fixed_mlp",
   "freeze",
   "grouped_activation",

@@ -57,6 +57,35 @@ def grouped_activation(z: jax.Array, segments: Sequence[Segment], fns: dict[str,
   return out
 
 
+def fixed_activation(x: jax.Array, choices: Sequence[int], pool: Pool = DEFAULT_POOL) -> jax.Array:
+  """Applies to each feature (last axis) of ``x`` its chosen activation.
+
+  ``choices`` is static data (a tuple of pool indices). Sorted choices are
+  applied as contiguous segments (:func:`grouped_activation`); otherwise each
+  activation in use is selected by a constant mask. Either way every
+  activation in use runs once.
+
+  Args:
+    x: ``[..., features]``.
+    choices: per feature, its index into ``pool``.
+    pool: the candidate activations.
+  """
+  names = pool_names(pool)
+  fns = dict(resolve_pool(pool))
+  c = np.asarray(choices)
+  if c.shape != (x.shape[-1],) or c.min() < 0 or c.max() >= len(names):
+    raise ValueError(
+      f"choices must be {x.shape[-1]} indices into the pool {names}, got {tuple(choices)[:8]}..."
+    )
+  if np.all(np.diff(c) >= 0):
+    return grouped_activation(x, _segments(c, names), fns)
+  present = np.unique(c)
+  out = fns[names[present[0]]](x)
+  for k in present[1:]:
+    out = jnp.where(jnp.asarray(c == k), fns[names[k]](x), out)
+  return out
+
+
 def apply_frozen(
   params: Params,
   x: jax.Array,
