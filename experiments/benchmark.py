@@ -45,13 +45,18 @@ TARGETS = {
 # Reference formulations (the limit, and the designs we did not choose).
 
 
-def plain_mlp_apply(params, x, activation=lambda z: jnp.maximum(z, 0)):
-  """The limit: a plain MLP with one activation (relu) everywhere."""
+def mlp_apply(params, x, layer_activations):
+  """An MLP whose hidden layer ``i`` applies ``layer_activations[i]`` to its pre-activations."""
   h = x
-  for layer in params["layers"][:-1]:
+  for layer, activation in zip(params["layers"][:-1], layer_activations, strict=True):
     h = activation(h @ layer["w"] + layer["b"])
   last = params["layers"][-1]
   return h @ last["w"] + last["b"]
+
+
+def plain_mlp_apply(params, x, activation=lambda z: jnp.maximum(z, 0)):
+  """The limit: a plain MLP with one activation (relu) everywhere."""
+  return mlp_apply(params, x, [activation] * (len(params["layers"]) - 1))
 
 
 def naive_selective_apply(params, x, key, *, temperature, pool):
@@ -59,38 +64,34 @@ def naive_selective_apply(params, x, key, *, temperature, pool):
   stacked to ``[batch, neurons, K]`` and weighted by the straight-through sample."""
   fns = [fn for _, fn in sm.resolve_pool(pool)]
   keys = jax.random.split(key, len(params["logits"]))
-  h = x
-  for layer, logits, k in zip(params["layers"][:-1], params["logits"], keys):
-    z = h @ layer["w"] + layer["b"]
-    y = sm.gumbel_straight_through(logits, k, temperature=temperature)
-    h = jnp.einsum("bnk,nk->bn", jnp.stack([f(z) for f in fns], -1), y)
-  last = params["layers"][-1]
-  return h @ last["w"] + last["b"]
+  samples = [
+    sm.gumbel_straight_through(lg, k, temperature=temperature) for lg, k in zip(params["logits"], keys)
+  ]
+  stacked = lambda y: lambda z: jnp.einsum("bnk,nk->bn", jnp.stack([f(z) for f in fns], -1), y)
+  return mlp_apply(params, x, [stacked(y) for y in samples])
 
 
 def gather_scatter_apply(params, x, *, groups, pool):
   """Phase 2 with neurons indexed per group: gather, activate, scatter back."""
   fns = dict(sm.resolve_pool(pool))
-  h = x
-  for layer, layer_groups in zip(params["layers"][:-1], groups):
-    z = h @ layer["w"] + layer["b"]
-    out = jnp.zeros_like(z)
-    for name, idx in layer_groups:
-      out = out.at[..., idx].set(fns[name](z[..., idx]))
-    h = out
-  last = params["layers"][-1]
-  return h @ last["w"] + last["b"]
+
+  def activation(layer_groups):
+    def apply(z):
+      out = jnp.zeros_like(z)
+      for name, idx in layer_groups:
+        out = out.at[..., idx].set(fns[name](z[..., idx]))
+      return out
+
+    return apply
+
+  return mlp_apply(params, x, [activation(g) for g in groups])
 
 
 def slice_concat_apply(params, x, *, segments, pool):
   """Phase 2 with contiguous segments sliced, activated and concatenated."""
   fns = dict(sm.resolve_pool(pool))
-  h = x
-  for layer, segs in zip(params["layers"][:-1], segments):
-    z = h @ layer["w"] + layer["b"]
-    h = jnp.concatenate([fns[name](z[..., a:b]) for name, a, b in segs], axis=-1)
-  last = params["layers"][-1]
-  return h @ last["w"] + last["b"]
+  activation = lambda segs: lambda z: jnp.concatenate([fns[n](z[..., a:b]) for n, a, b in segs], axis=-1)
+  return mlp_apply(params, x, [activation(s) for s in segments])
 
 
 # ---------------------------------------------------------------------------

@@ -55,6 +55,16 @@ def write_choices_csv(path: os.PathLike, result: RunResult) -> None:
   atomic_write_bytes(Path(path), out.getvalue().encode())
 
 
+def _pyplot():
+  """matplotlib's pyplot on the file-only Agg backend (imported on first use: an optional extra)."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
 def _save(fig, path: Path) -> None:
   buffer = io.BytesIO()
   fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
@@ -63,11 +73,7 @@ def _save(fig, path: Path) -> None:
 
 def plot_activation_shares(path: os.PathLike, counts: list[dict[str, int]], names, title: str) -> None:
   """Stacked horizontal bars: per hidden layer, the share of each activation."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = _pyplot()
   fig, ax = plt.subplots(figsize=(7, 0.45 * len(counts) + 1.6))
   left = [0.0] * len(counts)
   layers = [f"layer {i + 1} ({sum(c.values())})" for i, c in enumerate(counts)]
@@ -92,11 +98,7 @@ def plot_activation_shares(path: os.PathLike, counts: list[dict[str, int]], name
 
 def plot_activation_trajectory(path: os.PathLike, history: list[dict[str, Any]], names) -> None:
   """Phase 1: per layer, each activation's share at the end of every epoch."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = _pyplot()
   layers = len(history[0]["activation_counts"])
   cols = min(layers, 4)
   rows = -(-layers // cols)
@@ -124,11 +126,7 @@ def plot_activation_trajectory(path: os.PathLike, history: list[dict[str, Any]],
 
 def plot_curves(path: os.PathLike, result: RunResult) -> None:
   """Loss and accuracy per epoch for every phase, phases laid end to end."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
+  plt = _pyplot()
   fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
   offset = 0
   styles = {"train": ":", "val": "-", "test": "--"}
