@@ -23,6 +23,7 @@ from smartmixed_jax.data import (
 from smartmixed_jax.freeze import (
   FrozenMLP,
   Segment,
+  apply_choices,
   apply_frozen,
   fixed_activation,
   fixed_mlp,
@@ -36,6 +37,7 @@ from smartmixed_jax.mlp import (
   gumbel_straight_through,
   init_mlp,
   mix,
+  sample_choices,
 )
 from smartmixed_jax.pool import ACTIVATIONS, DEFAULT_POOL, pool_names, resolve_pool
 from smartmixed_jax.train import (
@@ -75,6 +77,7 @@ __all__ = [
   "RunResult",
   "Segment",
   "Split",
+  "apply_choices",
   "apply_frozen",
   "apply_hard",
   "apply_selective",
@@ -98,6 +101,7 @@ __all__ = [
   "parse_architecture",
   "pool_names",
   "resolve_pool",
+  "sample_choices",
   "stratified_split",
   "train_and_evaluate",
 ]

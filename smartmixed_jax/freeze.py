@@ -57,13 +57,16 @@ def grouped_activation(z: jax.Array, segments: Sequence[Segment], fns: dict[str,
   return out
 
 
-def fixed_activation(x: jax.Array, choices: Sequence[int], pool: Pool = DEFAULT_POOL) -> jax.Array:
+def fixed_activation(
+  x: jax.Array, choices: Sequence[int] | jax.Array, pool: Pool = DEFAULT_POOL
+) -> jax.Array:
   """Applies to each feature (last axis) of ``x`` its chosen activation.
 
-  ``choices`` is static data (a tuple of pool indices). Sorted choices are
-  applied as contiguous segments (:func:`grouped_activation`); otherwise each
-  activation in use is selected by a constant mask. Either way every
-  activation in use runs once.
+  With static ``choices`` (a tuple or numpy array of pool indices) only the
+  activations in use run, once each: sorted choices as contiguous segments
+  (:func:`grouped_activation`), others through constant masks. Choices that
+  are traced (e.g. one set per model under ``jax.vmap``) are data: every pool
+  activation runs and each feature selects its own.
 
   Args:
     x: ``[..., features]``.
@@ -71,19 +74,64 @@ def fixed_activation(x: jax.Array, choices: Sequence[int], pool: Pool = DEFAULT_
     pool: the candidate activations.
   """
   names = pool_names(pool)
-  fns = dict(resolve_pool(pool))
+  fns = [fn for _, fn in resolve_pool(pool)]
+  if isinstance(choices, jax.core.Tracer):
+    if choices.shape != (x.shape[-1],):
+      raise ValueError(
+        f"choices must be {x.shape[-1]} indices into the pool {names}, got shape {choices.shape}."
+      )
+    return _select(x, choices, fns, range(len(fns)))
   c = np.asarray(choices)
   if c.shape != (x.shape[-1],) or c.min() < 0 or c.max() >= len(names):
     raise ValueError(
       f"choices must be {x.shape[-1]} indices into the pool {names}, got {tuple(choices)[:8]}..."
     )
   if np.all(np.diff(c) >= 0):
-    return grouped_activation(x, _segments(c, names), fns)
-  present = np.unique(c)
-  out = fns[names[present[0]]](x)
-  for k in present[1:]:
-    out = jnp.where(jnp.asarray(c == k), fns[names[k]](x), out)
+    return grouped_activation(x, _segments(c, names), dict(zip(names, fns)))
+  return _select(x, jnp.asarray(c), fns, np.unique(c))
+
+
+def _select(x: jax.Array, choices: jax.Array, fns: Sequence[Callable], present: Sequence[int]) -> jax.Array:
+  """Feature ``j`` gets ``fns[choices[j]](x[..., j])``; ``present`` are the indices that occur."""
+  first, *rest = present
+  out = fns[first](x)
+  for k in rest:
+    out = jnp.where(choices == k, fns[k](x), out)
   return out
+
+
+def apply_choices(
+  params: Params,
+  x: jax.Array,
+  choices: Sequence[jax.Array],
+  *,
+  pool: Pool = DEFAULT_POOL,
+) -> jax.Array:
+  """Forward pass of an MLP whose hidden neurons use the given activations.
+
+  Neurons keep their order (no permutation) and any logits in ``params`` are
+  ignored. This is the frozen network in a form ``jax.vmap`` can batch over
+  models with different choices, e.g. the Phase 2 of several seeds trained as
+  one program; it computes what ``freeze(params, choices=choices)`` computes.
+  See :func:`fixed_activation` for what runs.
+
+  Args:
+    params: ``{"layers": [...]}`` (e.g. from :func:`init_mlp`).
+    x: ``[..., input]`` inputs.
+    choices: per hidden layer, ``[neurons]`` pool indices.
+    pool: the candidate activations.
+
+  Returns:
+    ``[..., output]`` output-layer logits.
+  """
+  layers = params["layers"]
+  check_input(x, layers[0]["w"].shape[0])
+  if len(choices) != len(layers) - 1:
+    raise ValueError(f"choices has {len(choices)} layers but the MLP has {len(layers) - 1} hidden layers.")
+  h = x
+  for layer, c in zip(layers[:-1], choices):
+    h = fixed_activation(h @ layer["w"] + layer["b"], c, pool)
+  return h @ layers[-1]["w"] + layers[-1]["b"]
 
 
 def apply_frozen(

@@ -265,16 +265,39 @@ def apply_selective(
   check_temperature(temperature)
   fns = [fn for _, fn in resolve_pool(pool)]
   check_pool_matches(params, len(fns))
-  # One draw for every layer: a single RNG call is cheaper than one per layer.
-  logits = params["logits"]
-  sizes = [layer_logits.shape[0] for layer_logits in logits]
-  noise = jax.random.gumbel(key, (sum(sizes), len(fns)), logits[0].dtype) if logits else None
-  offsets = np.cumsum([0, *sizes])
   weights = [
-    _straight_through(layer_logits, noise[a:b], temperature, hard)
-    for layer_logits, a, b in zip(logits, offsets[:-1], offsets[1:])
+    _straight_through(logits, noise, temperature, hard)
+    for logits, noise in zip(params["logits"], _layer_noise(params["logits"], key))
   ]
   return _forward(params, x, weights, fns, clip)
+
+
+def _layer_noise(logits: Sequence[jax.Array], key: jax.Array) -> list[jax.Array]:
+  """Gumbel noise shaped like each layer's logits, from one draw for all layers
+  (a single RNG call is cheaper than one per layer)."""
+  if not logits:
+    return []
+  sizes = [layer_logits.shape[0] for layer_logits in logits]
+  noise = jax.random.gumbel(key, (sum(sizes), logits[0].shape[-1]), logits[0].dtype)
+  offsets = np.cumsum([0, *sizes])
+  return [noise[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
+
+
+def sample_choices(params: Params, key: jax.Array, *, temperature: float = 0.3) -> list[jax.Array]:
+  """The activation each hidden neuron samples in ``apply_selective(params, x, key)``.
+
+  Same key, same draw: counting these over a Phase 1 epoch gives how often
+  every neuron actually used each activation (e.g. for a "most frequent
+  sample" freeze rule).
+
+  Returns:
+    One ``[neurons]`` int array of pool indices per hidden layer.
+  """
+  check_temperature(temperature)
+  return [
+    jnp.argmax(_straight_through(logits, noise, temperature, hard=False), axis=-1)
+    for logits, noise in zip(params["logits"], _layer_noise(params["logits"], key))
+  ]
 
 
 def choices(params: Params) -> list[jax.Array]:

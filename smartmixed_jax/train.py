@@ -72,6 +72,7 @@ class EpochMetrics(NamedTuple):
   accuracy: jax.Array
   first_nonfinite_step: jax.Array  # index of the first step with a non-finite loss, or -1
   nonfinite_steps: jax.Array  # how many steps had a non-finite loss
+  step_stats: Any = None  # the epoch's sum of ``step_stats`` (see make_train_epoch), if asked for
 
 
 def _batched_indices(key: Optional[jax.Array], n: int, batch_size: int):
@@ -120,6 +121,7 @@ def make_train_epoch(
   *,
   batch_size: int,
   loss_fn: Callable[[jax.Array, jax.Array], jax.Array] = cross_entropy,
+  step_stats: Optional[Callable[[Params, jax.Array], Any]] = None,
 ):
   """Builds ``epoch(params, opt_state, x, y, key) -> (params, opt_state, EpochMetrics)``.
 
@@ -127,6 +129,16 @@ def make_train_epoch(
   shuffled minibatches as a single ``lax.scan`` of :func:`make_train_step`.
   Metrics are the epoch means of the training loss and accuracy, and where
   the loss was not finite.
+
+  Args:
+    apply_fn: ``apply(params, x, key) -> logits``.
+    optimizer: the optax optimizer.
+    batch_size: examples per step.
+    loss_fn: per-example loss of ``(logits, labels)``.
+    step_stats: optional ``stats(params, key) -> pytree`` evaluated at every
+      step with the step's parameters and the key its forward pass gets; the
+      epoch's sum is returned as ``metrics.step_stats``. With
+      :func:`sample_choices` it counts the activations Phase 1 sampled.
   """
   train_step = make_train_step(apply_fn, optimizer, loss_fn=loss_fn)
 
@@ -135,20 +147,29 @@ def make_train_epoch(
     shuffle_key, step_key = jax.random.split(key)
     indices, mask = _batched_indices(shuffle_key, x.shape[0], batch_size)
     step_keys = jax.random.split(step_key, indices.shape[0])
+    no_stats = lambda params, key: ()  # noqa: E731
+    stats_fn = step_stats or no_stats
+    zero_stats = jax.tree.map(jnp.zeros_like, jax.eval_shape(stats_fn, params, step_keys[0]))
 
     def step(carry, batch):
+      params, opt_state, stats = carry
       idx, m, k = batch
-      params, opt_state, sums = train_step(*carry, x[idx], y[idx], m, k)
-      return (params, opt_state), sums
+      stats = jax.tree.map(jnp.add, stats, stats_fn(params, k))
+      params, opt_state, sums = train_step(params, opt_state, x[idx], y[idx], m, k)
+      return (params, opt_state, stats), sums
 
-    (params, opt_state), (totals, corrects) = jax.lax.scan(
-      step, (params, opt_state), (indices, mask, step_keys)
+    (params, opt_state, stats), (totals, corrects) = jax.lax.scan(
+      step, (params, opt_state, zero_stats), (indices, mask, step_keys)
     )
     n = x.shape[0]
     finite = jnp.isfinite(totals)
     first_bad = jnp.where(jnp.all(finite), -1, jnp.argmin(finite))
     metrics = EpochMetrics(
-      jnp.sum(jnp.where(finite, totals, 0)) / n, jnp.sum(corrects) / n, first_bad, jnp.sum(~finite)
+      jnp.sum(jnp.where(finite, totals, 0)) / n,
+      jnp.sum(corrects) / n,
+      first_bad,
+      jnp.sum(~finite),
+      stats if step_stats else None,
     )
     return params, opt_state, metrics
 

@@ -122,3 +122,30 @@ def test_fixed_baseline_is_a_plain_mlp():
   chex.assert_trees_all_close(model.apply(model.params, x), h @ last["w"] + last["b"], atol=1e-6)
   # Same key, same initial weights as SmartMixed: a fair comparison.
   chex.assert_trees_all_equal(model.params["layers"], sm.init_mlp(jax.random.key(8), (5, 7, 6, 3))["layers"])
+
+
+@pytest.mark.parametrize("traced", [False, True])
+def test_apply_choices_computes_the_frozen_network(traced):
+  """Unsorted choices, given as data (traced) or static: same as freeze()."""
+  key = jax.random.key(12)
+  params = sm.init_mlp(key, (5, 8, 6, 3))
+  chosen = [jnp.array([5, 0, 3, 3, 1, 2, 4, 0]), jnp.array([2, 2, 5, 4, 0, 1])]
+  x = jax.random.normal(key, (7, 5))
+  model = sm.freeze(params, choices=chosen)
+  apply = jax.jit(sm.apply_choices) if traced else sm.apply_choices
+  chosen = chosen if traced else [np.asarray(c) for c in chosen]
+  chex.assert_trees_all_close(apply(params, x, chosen), model.apply(model.params, x), atol=1e-6)
+
+
+def test_apply_choices_vmaps_over_models_with_different_choices():
+  key = jax.random.key(13)
+  params = [sm.init_mlp(k, (4, 6, 3)) for k in jax.random.split(key, 3)]
+  chosen = [[jax.random.randint(k, (6,), 0, 6)] for k in jax.random.split(key, 3)]
+  x = jax.random.normal(key, (5, 4))
+  stack = lambda trees: jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+  batched = jax.vmap(sm.apply_choices, in_axes=(0, None, 0))(stack(params), x, stack(chosen))
+  for i in range(3):
+    model = sm.freeze(params[i], choices=chosen[i])
+    chex.assert_trees_all_close(batched[i], model.apply(model.params, x), atol=1e-6)
+  with pytest.raises(ValueError, match="1 hidden layers"):
+    sm.apply_choices(params[0], x, [])

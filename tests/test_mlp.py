@@ -183,3 +183,19 @@ def test_mix_custom_vjp_equals_autodiff(clip, hard):
   chex.assert_trees_all_close(ours, reference, atol=1e-5, rtol=1e-5)
   value = sm.mix(z, jax.nn.softmax(logits), fns, clip=clip)
   chex.assert_trees_all_close(value, _reference_mix(z, jax.nn.softmax(logits), fns, clip), atol=1e-6)
+
+
+def test_sample_choices_are_the_draws_of_apply_selective():
+  key = jax.random.key(11)
+  params = sm.init_mlp(key, (6, 9, 7, 3))
+  params["logits"] = [jax.random.normal(k, l.shape) for k, l in zip(jax.random.split(key), params["logits"])]
+  x = jax.random.normal(key, (4, 6))
+  draws = set()
+  for i in range(5):
+    k = jax.random.key(100 + i)
+    sampled = sm.sample_choices(params, k)
+    chex.assert_trees_all_close(
+      sm.apply_selective(params, x, k), sm.apply_choices(params, x, sampled), atol=1e-6
+    )
+    draws.add(tuple(np.concatenate([np.asarray(c) for c in sampled])))
+  assert len(draws) == 5  # a new key draws anew

@@ -126,3 +126,26 @@ def test_presets():
   assert paper.schedule == "constant" and sm.make_config().schedule == "cosine"
   assert paper.layer_sizes == (784, 768, 512, 512, 256, 256, 128, 128, 64, 64, 32, 32, 16, 16, 10)
   assert len(sm.ARCHITECTURES) == 18
+
+
+def test_step_stats_count_the_sampled_activations():
+  """Summed over an epoch: one sample per neuron per step; training is unchanged."""
+  x = jax.random.normal(jax.random.key(0), (300, 4))
+  y = (x[:, 0] > 0).astype(jnp.int32)
+  params = sm.init_mlp(jax.random.key(1), (4, 5, 2))
+  opt = sm.make_optimizer(1e-2, 1.0)
+
+  def apply(p, xb, key):
+    return sm.apply_selective(p, xb, key)
+
+  def stats(p, key):
+    return [jax.nn.one_hot(c, 6, dtype=jnp.int32) for c in sm.sample_choices(p, key)]
+
+  counted = sm.make_train_epoch(apply, opt, batch_size=128, step_stats=stats)
+  after, _, metrics = counted(params, opt.init(params), x, y, jax.random.key(2))
+  (counts,) = metrics.step_stats
+  assert counts.shape == (5, 6) and np.all(np.asarray(counts).sum(-1) == 3)  # 3 steps
+  plain = sm.make_train_epoch(apply, opt, batch_size=128)
+  plain_after, _, plain_metrics = plain(params, opt.init(params), x, y, jax.random.key(2))
+  assert plain_metrics.step_stats is None
+  chex.assert_trees_all_equal(after, plain_after)
