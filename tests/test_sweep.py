@@ -1,0 +1,166 @@
+"""The architecture sweep (experiments/sweep.py) and its report (experiments/report.py)."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import chex
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+
+import report  # noqa: E402
+import sweep  # noqa: E402
+
+MODELS = report.MODELS
+
+
+def _run(arch, model, seed, test, val=None, **extra):
+  record = {
+    "arch": arch,
+    "model": model,
+    "seed": seed,
+    "final": {"test_accuracy": test, "val_accuracy": test if val is None else val},
+    "cohort": {"runs": 1, "seconds": 1.0},
+  }
+  return {**record, **extra}
+
+
+# Test accuracies: two architectures x two seeds x seven models.
+HAND = {
+  ("small_3layer", 0): dict(
+    smartmixed=0.97, relu=0.96, sigmoid=0.90, tanh=0.95, leaky_relu=0.98, elu=0.94, selu=0.93
+  ),
+  ("small_3layer", 1): dict(
+    smartmixed=0.95, relu=0.96, sigmoid=0.90, tanh=0.95, leaky_relu=0.97, elu=0.94, selu=0.93
+  ),
+  ("wide_2layer", 0): dict(
+    smartmixed=0.99, relu=0.98, sigmoid=0.91, tanh=0.97, leaky_relu=0.96, elu=0.95, selu=0.94
+  ),
+  ("wide_2layer", 1): dict(
+    smartmixed=0.99, relu=0.97, sigmoid=0.91, tanh=0.96, leaky_relu=0.98, elu=0.95, selu=0.94
+  ),
+}
+
+
+def _hand_runs():
+  return [_run(arch, m, seed, acc) for (arch, seed), accs in HAND.items() for m, acc in accs.items()]
+
+
+def test_rank_ties_share_the_better_rank():
+  assert report.rank({"a": 0.9, "b": 0.95, "c": 0.9, "d": 0.8}) == {"a": 2, "b": 1, "c": 2, "d": 4}
+
+
+def test_rankings_of_hand_made_results():
+  ranks = report.rankings(_hand_runs())
+  assert ranks["rankings"] == 4 and ranks["archs"] == 2
+  models = ranks["models"]
+  # smartmixed: ranks 2 (small, seed 0), 3 (tie with tanh behind relu and leaky_relu), 1, 1.
+  assert models["smartmixed"]["counts"] == [2, 1, 1, 0, 0, 0, 0]
+  assert models["smartmixed"]["mrr"] == pytest.approx((1 / 2 + 1 / 3 + 1 + 1) / 4)
+  assert models["smartmixed"]["mrr_by_seed"] == pytest.approx([(1 / 2 + 1) / 2, (1 / 3 + 1) / 2])
+  assert models["smartmixed"]["top3"] == 1.0
+  assert models["tanh"]["counts"] == [0, 0, 2, 2, 0, 0, 0]
+  assert models["sigmoid"]["counts"] == [0, 0, 0, 0, 0, 0, 4] and models["sigmoid"]["mrr"] == pytest.approx(
+    1 / 7
+  )
+  assert sum(sum(m["counts"]) for m in models.values()) == 4 * 7
+  # On seed means: small_3layer leaky_relu 0.975 > smartmixed = relu 0.96 (tied 2nd);
+  # wide_2layer: smartmixed 1st.
+  assert ranks["on_means"]["smartmixed"]["counts"] == [1, 1, 0, 0, 0, 0, 0]
+  assert ranks["on_means"]["relu"]["counts"] == [0, 2, 0, 0, 0, 0, 0]
+
+
+def test_incomplete_architectures_are_not_ranked():
+  runs = [r for r in _hand_runs() if not (r["arch"] == "wide_2layer" and r["model"] == "selu")]
+  ranks = report.rankings(runs)
+  assert ranks["rankings"] == 2 and ranks["archs"] == 1
+
+
+def test_accuracy_table_and_paired_spread():
+  table = report.accuracy_table(_hand_runs())
+  assert list(table) == ["small_3layer", "wide_2layer"]  # the paper's order
+  stat = table["small_3layer"]["smartmixed"]
+  assert stat.n == 2 and stat.mean == pytest.approx(0.96) and stat.std == pytest.approx(math.sqrt(2) * 0.01)
+  assert stat.fmt() == "96.00 ± 1.41"
+  assert report.Stat([0.02, 0.021]).within_spread() is False
+  assert report.Stat([0.02, -0.01]).within_spread() is True
+  assert report.Stat([0.5]).fmt() == "50.00 (n = 1)"
+
+
+def test_phase_gain_and_depth_shares():
+  runs = [
+    _run("wide_2layer", "smartmixed", s, 0.98, phase1={"test_accuracy": p1},
+         phase2={"argmax/carry": {"test_accuracy": 0.98}}, main="argmax/carry",
+         choices={"argmax": [[3, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 2]]})
+    for s, p1 in ((0, 0.95), (1, 0.96))
+  ]  # fmt: skip
+  gain = report.paired(runs, report.phase_test("phase2"), report.phase_test("phase1"))
+  assert gain["all"].mean == pytest.approx(0.025) and gain["all"].n == 2
+  shares = report.depth_shares(runs, bins=3)  # layer centres 1/6, 1/2, 5/6: one bin each
+  np.testing.assert_allclose(shares[:, 0], [0.75, 0, 0, 0.25, 0, 0])
+  np.testing.assert_allclose(shares[:, 1], [0, 0, 0, 0, 0.5, 0.5])
+  np.testing.assert_allclose(shares[:, 2], [0, 0, 0, 0, 0, 1])
+  early = report.first_last_shares(runs, report.EARLY)
+  assert early["first"].mean == pytest.approx(1.0) and early["last"].mean == 0.0
+
+
+def test_architecture_by_number_or_name():
+  assert sweep.architecture("1") == "simple_2layer"
+  assert sweep.architecture("18") == "wide_14layer"
+  assert sweep.architecture("wide_5layer") == "wide_5layer"
+  for bad in ("0", "19", "huge"):
+    with pytest.raises(ValueError, match="number 1-18"):
+      sweep.architecture(bad)
+
+
+def test_vmapped_cohort_equals_models_trained_alone(mnist):
+  """Two seeds as one program, and relu next to elu (choices as data), train as they would alone."""
+  make = lambda arch, **kw: sweep.make_configs(arch, "recommended", sweep.Budget(1, 1, 512), **kw)  # noqa: E731
+  splits = sweep.device_splits(mnist, 512)
+  together = sweep.run_baselines(
+    "small_3layer", [("relu", 0), ("elu", 0), ("relu", 1)], make, splits, progress=False
+  )
+  for pair in together:
+    (alone,) = sweep.run_baselines("small_3layer", [pair], make, splits, progress=False).values()
+    for a, b in zip(alone["history"], together[pair]["history"]):
+      chex.assert_trees_all_close(
+        {k: a[k] for k in ("val_loss", "train_loss") if k in a},
+        {k: b[k] for k in ("val_loss", "train_loss") if k in b},
+        rtol=1e-4,
+      )
+
+
+def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch):
+  monkeypatch.setitem(sweep.BUDGETS, "tiny", sweep.Budget(1, 1, 512))
+  archs, seeds = ["simple_2layer", "small_3layer"], [0, 1]
+  kwargs = dict(archs=archs, seeds=seeds, budget="tiny", group_baselines=True, progress=False)
+  assert sweep.sweep(tmp_path, mnist, **kwargs) == 2 * 7 * 2
+  runs = report.load_runs(tmp_path)
+  assert len(runs) == 28
+  smart = json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", 1).read_text())
+  assert smart["arch_number"] == 4 and smart["config"]["seed"] == 1 and smart["config"]["train_limit"] == 512
+  assert set(smart["phase2"]) == {"argmax/carry", "most_frequent/carry", "argmax/reinit"}
+  assert [len(layer) for layer in smart["phase1"]["history"][1]["argmax_counts"]] == [6, 6]
+  assert [sum(layer) for layer in smart["choices"]["most_frequent"]] == [256, 128]
+  assert 0.3 < smart["final"]["test_accuracy"] <= 1 and smart["final"] == {
+    k: smart["phase2"]["argmax/carry"][k] for k in smart["final"]
+  }
+  # A rerun does nothing; a lost run is redone alone; other settings are refused.
+  assert sweep.sweep(tmp_path, mnist, **kwargs) == 0
+  sweep.run_path(tmp_path, "simple_2layer", "tanh", 1).unlink()
+  assert sweep.sweep(tmp_path, mnist, **kwargs) == 1
+  monkeypatch.setitem(sweep.BUDGETS, "tiny", sweep.Budget(2, 1, 512))
+  with pytest.raises(SystemExit, match="phase1_epochs: 1 there, 2 now"):
+    sweep.sweep(tmp_path, mnist, **kwargs)
+
+  path = report.write_report(tmp_path)
+  text = path.read_text()
+  for heading in ("four claims", "Accuracy per architecture", "Rankings", "Phase 1 vs Phase 2",
+                  "Layer-wise preferences", "Freeze rules", "Compute"):  # fmt: skip
+    assert f"## {heading}" in text or heading in text
+  for png in ("accuracy", "rank_counts", "phase1_vs_phase2", "depth_heatmap", "phase1_trajectories"):
+    assert (tmp_path / f"{png}.png").stat().st_size > 1000
+  assert "| small_3layer |" in text and "nan" not in text.lower()
