@@ -1,6 +1,6 @@
 """The paper's study: 18 architectures x (SmartMixed + six fixed activations) x seeds.
 
-    python experiments/sweep.py --budget quick --seeds 0 1 2    # ~30 min on 2 CPU cores
+    python experiments/sweep.py --budget quick --seeds 0 1 2    # ~35 min on 2 CPU cores
     python experiments/sweep.py --budget paper --preset paper --seeds 0 1 2   # on a GPU
     python experiments/sweep.py --budget quick --archs 1 3 wide_14layer      # some architectures
     python experiments/sweep.py --speedup --archs 4 9 --seeds 0 1 2          # vmap vs one by one
@@ -58,7 +58,7 @@ class Budget:
 
 
 BUDGETS = {
-  "quick": Budget(3, 3, 8192),  # all 18 architectures x 3 seeds in ~30 min on 2 CPU cores
+  "quick": Budget(3, 3, 8192),  # all 18 architectures x 3 seeds in ~35 min on 2 CPU cores
   "medium": Budget(10, 20),  # full training set
   "paper": Budget(50, 350),  # the reference: 50 + 350 epochs, baselines 400
 }
