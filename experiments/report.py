@@ -13,7 +13,6 @@ reciprocal rank is the mean of 1/rank.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import statistics
@@ -26,6 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from smartmixed_jax import ARCHITECTURES, DEFAULT_POOL, pool_names
+from smartmixed_jax.artifacts import pyplot, save_figure
 from smartmixed_jax.data import atomic_write_bytes
 
 ACTIVATIONS = pool_names(DEFAULT_POOL)
@@ -262,27 +262,10 @@ def paper_budget_seconds(runs: Sequence[dict], full_train: int = 54_000) -> dict
 # Figures.
 
 
-def _pyplot():
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
-def _save(fig, path: Path) -> str:
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-  atomic_write_bytes(path, buffer.getvalue())
-  _pyplot().close(fig)
-  return path.name
-
-
 def plot_accuracy(path: Path, table: dict[str, dict[str, Stat]]) -> str:
   """Test accuracy per architecture and model; far-off points (e.g. a sigmoid
   network that has not learned yet) are drawn as triangles on the bottom edge."""
-  plt = _pyplot()
+  plt = pyplot()
   archs = list(table)
   means = [100 * s.mean for row in table.values() for s in row.values() if s.n]
   floor = max(min(means), float(np.median(means)) - 4) - 0.2
@@ -303,11 +286,11 @@ def plot_accuracy(path: Path, table: dict[str, dict[str, Stat]]) -> str:
   ax.set_ylim(bottom=floor - 0.3)
   ax.legend(ncol=7, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
   ax.grid(axis="y", alpha=0.3)
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=110)
 
 
 def plot_rank_counts(path: Path, ranks: dict[str, Any]) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   counts = np.array([ranks["models"][m]["counts"] for m in MODELS])
   fig, ax = plt.subplots(figsize=(6.5, 3.8))
   im = ax.imshow(counts, cmap="Blues")
@@ -320,11 +303,11 @@ def plot_rank_counts(path: Path, ranks: dict[str, Any]) -> str:
   ax.set_xlabel("rank by test accuracy (1 = best)")
   ax.set_title(f"rank counts over {ranks['rankings']} (architecture, seed) rankings", fontsize=9)
   fig.colorbar(im, ax=ax, shrink=0.8)
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=110)
 
 
 def plot_phases(path: Path, runs: Sequence[dict]) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   table = by_arch_model(runs)
   archs = [a for a in table if "smartmixed" in table[a]]
   fig, ax = plt.subplots(figsize=(max(8, 0.5 * len(archs)), 4))
@@ -340,11 +323,11 @@ def plot_phases(path: Path, runs: Sequence[dict]) -> str:
   ax.set_ylabel("SmartMixed test accuracy (%)")
   ax.legend()
   ax.grid(axis="y", alpha=0.3)
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=110)
 
 
 def plot_depth_heatmap(path: Path, shares: np.ndarray) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   bins = shares.shape[1]
   fig, ax = plt.subplots(figsize=(6.5, 3.6))
   im = ax.imshow(shares, cmap="viridis", aspect="auto", vmin=0)
@@ -366,13 +349,13 @@ def plot_depth_heatmap(path: Path, shares: np.ndarray) -> str:
   ax.set_xlabel("relative depth of the hidden layer (0 = input side, 1 = output side)")
   ax.set_title("share of neurons choosing each activation (frozen, argmax)", fontsize=9)
   fig.colorbar(im, ax=ax, shrink=0.8)
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=110)
 
 
 def plot_trajectories(path: Path, runs: Sequence[dict], archs: Sequence[str]) -> str:
   """Phase 1: per epoch, the argmax share of each activation in the first and
   last hidden layer, mean over seeds."""
-  plt = _pyplot()
+  plt = pyplot()
   table = by_arch_model(runs)
   present = [a for a in table if "smartmixed" in table[a]]
   archs = [a for a in archs if a in present] or present[-3:]
@@ -397,7 +380,7 @@ def plot_trajectories(path: Path, runs: Sequence[dict], archs: Sequence[str]) ->
     axes[0][0].set_ylabel("share (argmax)")
     axes[1][0].set_ylabel("share (argmax)")
   axes[0][-1].legend(fontsize=7)
-  return _save(fig, path)
+  return save_figure(fig, path, dpi=110)
 
 
 # ----------------------------------------------------------------------------
@@ -471,7 +454,7 @@ def write_report(
     f" ({settings.get('device', '?')}), compilation included.",
     "",
   ]
-  lines += _claims(runs, table, ranks, gain, early, deep, settings)
+  lines += _claims(table, ranks, gain, early, deep, settings)
   lines += [
     "",
     "## Accuracy per architecture",
@@ -538,7 +521,7 @@ def _vs_best(models: dict[str, dict[int, dict]]) -> str:
   return f"{100 * diff.mean:+.2f} ± {100 * diff.std:.2f} vs {best}{note}"
 
 
-def _claims(runs, table, ranks, gain, early, deep, settings) -> list[str]:
+def _claims(table, ranks, gain, early, deep, settings) -> list[str]:
   smart = {a: models["smartmixed"] for a, models in table.items() if "smartmixed" in models}
   best_arch = max(
     smart, key=lambda a: statistics.fmean(r["final"]["val_accuracy"] for r in smart[a].values())

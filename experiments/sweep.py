@@ -185,8 +185,8 @@ def train_cohort(
   keys, eval_keys, test_keys = split3(keys)
   val = run_eval(params, spec, *splits["val"], eval_keys)
   histories = [
-    [{"epoch": 0, "val_loss": _float(val.loss[m]), "val_accuracy": _float(val.accuracy[m])}]
-    for m in range(models)
+    [{"epoch": 0, "val_loss": _float(loss), "val_accuracy": _float(acc)}]
+    for loss, acc in zip(*jax.device_get((val.loss, val.accuracy)))
   ]
   best_params, best_loss = params, val.loss
   best_epochs = [0] * models
@@ -202,29 +202,33 @@ def train_cohort(
     epoch_seconds = time.perf_counter() - t
     best_params, best_loss, better = _keep_best(best_params, params, best_loss, val.loss)
     stats = metrics.step_stats
+    train_loss, train_acc, val_loss, val_acc, improved = jax.device_get(
+      (metrics.loss, metrics.accuracy, val.loss, val.accuracy, better)
+    )
     for m in range(models):
       rec = {
         "epoch": e,
-        "train_loss": _float(metrics.loss[m]),
-        "train_accuracy": _float(metrics.accuracy[m]),
-        "val_loss": _float(val.loss[m]),
-        "val_accuracy": _float(val.accuracy[m]),
+        "train_loss": _float(train_loss[m]),
+        "train_accuracy": _float(train_acc[m]),
+        "val_loss": _float(val_loss[m]),
+        "val_accuracy": _float(val_acc[m]),
         "train_seconds": train_seconds,
         "epoch_seconds": epoch_seconds,
       }
       if epoch_stats is not None:
         rec.update(epoch_stats(_index(params, m), None if stats is None else _index(stats, m)))
       histories[m].append(rec)
-      if bool(better[m]):
+      if improved[m]:
         best_epochs[m] = e
-    bar.set_postfix(val_acc=f"{float(jnp.mean(val.accuracy)):.4f}")
+    bar.set_postfix(val_acc=f"{val_acc.mean():.4f}")
   test = run_eval(best_params, spec, *splits["test"], test_keys)
   return CohortResult(
     histories=histories,
     best_epochs=best_epochs,
     best_params=best_params,
     test=[
-      {"test_loss": _float(test.loss[m]), "test_accuracy": _float(test.accuracy[m])} for m in range(models)
+      {"test_loss": _float(loss), "test_accuracy": _float(acc)}
+      for loss, acc in zip(*jax.device_get((test.loss, test.accuracy)))
     ],
     last_step_stats=stats,
     seconds=time.perf_counter() - start,
@@ -293,7 +297,7 @@ def run_smartmixed(
   def phase1_stats(p, samples):
     return {
       "argmax_counts": _counts(sm.choices(p), k),
-      "sample_shares": [(np.asarray(s).sum(0) / np.asarray(s).sum()).round(5).tolist() for s in samples],
+      "sample_shares": [(s.sum(0) / s.sum()).round(5).tolist() for s in jax.device_get(samples)],
     }
 
   phase1 = train_cohort(

@@ -55,7 +55,7 @@ def write_choices_csv(path: os.PathLike, result: RunResult) -> None:
   atomic_write_bytes(Path(path), out.getvalue().encode())
 
 
-def _pyplot():
+def pyplot():
   """matplotlib's pyplot on the file-only Agg backend (imported on first use: an optional extra)."""
   import matplotlib
 
@@ -65,15 +65,18 @@ def _pyplot():
   return plt
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: os.PathLike, *, dpi: int = 120) -> str:
+  """Writes ``fig`` as a PNG atomically, closes it, and returns the file's name."""
   buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-  atomic_write_bytes(path, buffer.getvalue())
+  fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+  atomic_write_bytes(Path(path), buffer.getvalue())
+  pyplot().close(fig)
+  return Path(path).name
 
 
 def plot_activation_shares(path: os.PathLike, counts: list[dict[str, int]], names, title: str) -> None:
   """Stacked horizontal bars: per hidden layer, the share of each activation."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, ax = plt.subplots(figsize=(7, 0.45 * len(counts) + 1.6))
   left = [0.0] * len(counts)
   layers = [f"layer {i + 1} ({sum(c.values())})" for i, c in enumerate(counts)]
@@ -92,13 +95,12 @@ def plot_activation_shares(path: os.PathLike, counts: list[dict[str, int]], name
     frameon=False,
     fontsize=8,
   )
-  _save(fig, Path(path))
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def plot_activation_trajectory(path: os.PathLike, history: list[dict[str, Any]], names) -> None:
   """Phase 1: per layer, each activation's share at the end of every epoch."""
-  plt = _pyplot()
+  plt = pyplot()
   layers = len(history[0]["activation_counts"])
   cols = min(layers, 4)
   rows = -(-layers // cols)
@@ -120,13 +122,12 @@ def plot_activation_trajectory(path: os.PathLike, history: list[dict[str, Any]],
   axes[0, 0].legend(fontsize=7)
   fig.suptitle("Phase 1: activation choices per epoch")
   fig.tight_layout()
-  _save(fig, Path(path))
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def plot_curves(path: os.PathLike, result: RunResult) -> None:
   """Loss and accuracy per epoch for every phase, phases laid end to end."""
-  plt = _pyplot()
+  plt = pyplot()
   fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
   offset = 0
   styles = {"train": ":", "val": "-", "test": "--"}
@@ -154,8 +155,7 @@ def plot_curves(path: os.PathLike, result: RunResult) -> None:
   acc_ax.legend(fontsize=7, loc="lower right")
   fig.suptitle(f"{result.config.arch}: loss and accuracy (vertical lines: selected epochs)")
   fig.tight_layout()
-  _save(fig, Path(path))
-  plt.close(fig)
+  save_figure(fig, path)
 
 
 def write_run(out_dir: os.PathLike, result: RunResult) -> dict[str, Any]:
