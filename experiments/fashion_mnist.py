@@ -16,11 +16,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax import nnx
 
 import smartmixed_jax as sm
@@ -44,52 +42,31 @@ def make_cnn(seed: int, mixed: bool) -> nnx.Sequential:
 
 
 def train(model: nnx.Module, data: sm.Dataset, epochs: int, key: jax.Array, label: str) -> dict:
-  """Adam 1e-3 (cosine), batch 128; keeps the lowest-validation-loss epoch."""
+  """Adam 1e-3 (cosine), batch 128, through ``sm.fit``; keeps the lowest-validation-loss epoch."""
   model.train()
-  graphdef, params, rng_keys, rest = nnx.split(model, nnx.Param, nnx.RngKey, ...)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
   model.eval()
-  eval_graphdef = nnx.split(model, nnx.Param, nnx.RngKey, ...)[0]
-  leaves, treedef = jax.tree.flatten(rng_keys)
+  eval_graphdef = nnx.split(model, nnx.Param, ...)[0]
 
   def apply(graphdef):
-    def forward(params, x, key):
-      # The step's key feeds every Gumbel stream: the forward pass stays pure.
-      keys = treedef.unflatten([jax.random.fold_in(key, i) for i in range(len(leaves))])
-      # Fresh Variables in this trace: the layers may update their RNG counts.
-      return nnx.merge(graphdef, params, keys, jax.tree.map(jax.numpy.asarray, rest))(x)
+    def forward(params, x, key, step):
+      # The batch's key feeds the Gumbel draws (call-time rngs): the forward pass stays pure.
+      return nnx.merge(graphdef, params, rest)(x, rngs=nnx.Rngs(gumbel=key))
 
     return forward
 
   steps = -(-len(data.train.y) // 128)
-  optimizer = sm.make_optimizer(1e-3, 1.0, decay_steps=epochs * steps)
-  epoch_fn = sm.make_train_epoch(apply(graphdef), optimizer, batch_size=128)
-  evaluate = sm.make_evaluate(apply(eval_graphdef), batch_size=1000)
-  state = optimizer.init(params)
-  train_xy = jax.device_put((data.train.x, data.train.y))
-  held = {s: jax.device_put((d.x, d.y)) for s, d in (("val", data.validation), ("test", data.test))}
-  best, history, start = None, [], time.perf_counter()
-  for epoch in range(1, epochs + 1):
-    key, epoch_key, eval_key = jax.random.split(key, 3)
-    params, state, metrics = epoch_fn(params, state, *train_xy, epoch_key)
-    rec = {"epoch": epoch, "train_loss": float(metrics.loss)}
-    for s, (x, y) in held.items():
-      m = evaluate(params, x, y, eval_key)
-      rec[f"{s}_loss"], rec[f"{s}_accuracy"] = float(m.loss), float(m.accuracy)
-    history.append(rec)
-    print(f"  {label} epoch {epoch}: loss {rec['train_loss']:.4f} val {rec['val_accuracy']:.4f}"
-          f" test {rec['test_accuracy']:.4f}", flush=True)  # fmt: skip
-    if best is None or rec["val_loss"] < best[0]["val_loss"]:
-      best = (rec, params)
-  nnx.update(model, best[1])
-  return {"best": best[0], "history": history, "seconds": time.perf_counter() - start}
+  result = sm.fit(
+    params, apply=apply(graphdef), eval_apply=apply(eval_graphdef), splits=sm.device_splits(data),
+    optimizer=sm.make_optimizer(1e-3, 1.0, decay_steps=epochs * steps), epochs=epochs, key=key,
+    batch_size=128, eval_batch_size=1000, name=label,
+  )  # fmt: skip
+  nnx.update(model, result.best_params)
+  return result.record()
 
 
 def channel_counts(model: nnx.Module) -> list[dict[str, int]]:
-  names = sm.pool_names(sm.DEFAULT_POOL)
-  acts = [n for _, n in nnx.iter_graph(model) if isinstance(n, snx.FrozenActivation)]
-  return [
-    {names[k]: int(c) for k, c in enumerate(np.bincount(a.choices, minlength=len(names))) if c} for a in acts
-  ]
+  return [{k: v for k, v in layer.items() if v} for layer in snx.counts(model)]
 
 
 def run_cnn(data, seeds, epochs1, epochs2):

@@ -25,8 +25,7 @@ from typing import Any, Optional
 import numpy as np
 
 from smartmixed_jax import ARCHITECTURES, DEFAULT_POOL, pool_names
-from smartmixed_jax.artifacts import pyplot, save_figure
-from smartmixed_jax.data import atomic_write_bytes
+from smartmixed_jax.artifacts import atomic_write_bytes, pyplot, save_figure
 
 ACTIVATIONS = pool_names(DEFAULT_POOL)
 MODELS = ("smartmixed", *ACTIVATIONS)
@@ -182,9 +181,9 @@ def phase_test(phase: str, variant: Optional[str] = None):
 
   def get(run):
     if phase == "phase1":
-      return run["phase1"]["test_accuracy"]
+      return run["phase1"]["best"]["test_accuracy"]
     entry = run["phase2"].get(variant or run["main"])
-    return None if entry is None else entry["test_accuracy"]
+    return None if entry is None else entry["best"]["test_accuracy"]
 
   return get
 
@@ -240,7 +239,7 @@ def paper_budget_seconds(runs: Sequence[dict], full_train: int = 54_000) -> dict
   def epoch_time(history, train_examples):
     epochs = history[1:]
     train = statistics.median(e["train_seconds"] for e in epochs)
-    evaluate = statistics.median(e["epoch_seconds"] - e["train_seconds"] for e in epochs)
+    evaluate = statistics.median(e["eval_seconds"] for e in epochs)
     return train * full_train / train_examples + evaluate
 
   total = defaultdict(float)
@@ -253,7 +252,7 @@ def paper_budget_seconds(runs: Sequence[dict], full_train: int = 54_000) -> dict
         50 * epoch_time(run["phase1"]["history"], n) + 350 * epoch_time(phase2, n)
       )
     else:
-      total["baselines"] += share * 400 * epoch_time(run["history"], n)
+      total["baselines"] += share * 400 * epoch_time(run["phase"]["history"], n)
   total["all"] = total["smartmixed"] + total["baselines"]
   return dict(total)
 
@@ -444,7 +443,7 @@ def write_report(
     f" validation and 10k test sets; preset `{settings.get('preset', '?')}`"
     f" (Adam lr {config['learning_rate']},"
     f" {config['schedule']} schedule, batch {config['batch_size']}, reference quirks"
-    f" {'on' if config['reference_quirks'] else 'off'}, Phase 2 weights"
+    f" {'on' if config.get('softmax_output', config.get('reference_quirks')) else 'off'}, Phase 2 weights"
     f" {'re-initialised' if config['reinit_phase2'] else 'carried over'}). Seeds {seeds};"
     f" {len(table)} architectures; {len(runs)} runs. Accuracy is that of the epoch with the lowest validation"
     " loss, in %, mean ± std over seeds. A paired difference (same seed, same initial weights and data order)"

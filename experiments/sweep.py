@@ -45,6 +45,7 @@ RESULTS = Path(__file__).parent / "results"
 BASELINES = sm.pool_names(sm.DEFAULT_POOL)
 MODELS = ("smartmixed", *BASELINES)
 MAIN_RULE = "argmax"
+FINAL = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
 RULES = ("argmax", "most_frequent")
 
 
@@ -91,158 +92,35 @@ def make_configs(arch: str, preset: str, budget: Budget, seed: int, **overrides)
 
 
 # ----------------------------------------------------------------------------
-# One cohort: M same-shaped models, one vmapped program.
-
-
-def _index(tree: Any, i: int) -> Any:
-  return jax.tree.map(lambda leaf: leaf[i], tree)
-
-
-def _float(value) -> Optional[float]:
-  value = float(value)
-  return value if math.isfinite(value) else None  # JSON has no NaN
-
-
-@jax.jit
-def _keep_best(best, params, best_loss, loss):
-  better = loss < best_loss  # NaN is never better
-  pick = lambda b, p: jnp.where(better.reshape(-1, *([1] * (p.ndim - 1))), p, b)  # noqa: E731
-  return jax.tree.map(pick, best, params), jnp.where(better, loss, best_loss), better
-
-
-@dataclasses.dataclass
-class CohortResult:
-  """Per model: the epoch records, the best (lowest validation loss) epoch and
-  its parameters, its test metrics; the last epoch's step statistics."""
-
-  histories: list[list[dict[str, Any]]]
-  best_epochs: list[int]
-  best_params: Any
-  test: list[dict[str, Optional[float]]]
-  last_step_stats: Any
-  seconds: float
+# One cohort: M same-shaped models, one vmapped program through ``sm.fit``.
 
 
 def train_cohort(
   params: Any,
   *,
   apply: Callable,
-  spec: Any,
   keys: jax.Array,
-  splits: dict[str, tuple[jax.Array, jax.Array]],
+  splits,
   config: sm.Config,
   epochs: int,
-  eval_apply: Optional[Callable] = None,
-  step_stats: Optional[Callable] = None,
-  epoch_stats: Optional[Callable] = None,
-  desc: str = "",
-  progress: bool = True,
-) -> CohortResult:
-  """Trains ``M`` models as one vmapped program, as :func:`sm.run_phase` trains one.
-
-  Args:
-    params: the models' parameters, stacked on a leading axis of size ``M``.
-    apply: ``apply(params, x, key, spec) -> logits`` for one model.
-    spec: per-model data for ``apply`` (stacked), or None.
-    keys: ``[M]`` PRNG keys (shuffling and sampling).
-    splits: device arrays ``{"train": (x, y), "val": ..., "test": ...}``.
-    config: learning rate, schedule, batch sizes, quirks.
-    epochs: passes over the training data.
-    eval_apply: forward pass for evaluation; ``apply`` if None.
-    step_stats: ``stats(params, key)`` summed over each epoch (one model).
-    epoch_stats: ``stats(params, step_stats) -> dict`` added to each epoch's
-      record, given one model's parameters and its epoch step statistics.
-  """
-  start = time.perf_counter()
-  loss_fn = functools.partial(sm.cross_entropy, softmax_output=config.reference_quirks)
+  desc: str,
+  progress: bool,
+  **kwargs,
+) -> sm.PhaseResult:
+  """Trains the ``len(keys)`` models stacked in ``params`` with the config's optimizer and loss."""
   steps = math.ceil(splits["train"][0].shape[0] / config.batch_size)
-  decay = epochs * steps if config.schedule == "cosine" else None
   optimizer = sm.make_optimizer(
-    config.learning_rate, config.clip_norm, decay_steps=decay, skip_nonfinite=config.skip_nonfinite
-  )
-  eval_apply = eval_apply or apply
-
-  def epoch(params, opt_state, spec, x, y, key):
-    model_apply = lambda p, xb, k: apply(p, xb, k, spec)  # noqa: E731
-    run = sm.make_train_epoch(
-      model_apply, optimizer, batch_size=config.batch_size, loss_fn=loss_fn, step_stats=step_stats
-    )
-    return run(params, opt_state, x, y, key)
-
-  def evaluate(params, spec, x, y, key):
-    model_apply = lambda p, xb, k: eval_apply(p, xb, k, spec)  # noqa: E731
-    return sm.make_evaluate(model_apply, batch_size=config.eval_batch_size, loss_fn=loss_fn)(
-      params, x, y, key
-    )
-
-  spec_axis = None if spec is None else 0
-  run_epoch = jax.jit(jax.vmap(epoch, in_axes=(0, 0, spec_axis, None, None, 0)))
-  run_eval = jax.jit(jax.vmap(evaluate, in_axes=(0, spec_axis, None, None, 0)))
-  split3 = jax.jit(jax.vmap(lambda k: tuple(jax.random.split(k, 3))))
-
-  models = len(keys)
-  opt_state = jax.vmap(optimizer.init)(params)
-  keys, eval_keys, test_keys = split3(keys)
-  val = run_eval(params, spec, *splits["val"], eval_keys)
-  histories = [
-    [{"epoch": 0, "val_loss": _float(loss), "val_accuracy": _float(acc)}]
-    for loss, acc in zip(*jax.device_get((val.loss, val.accuracy)))
-  ]
-  best_params, best_loss = params, val.loss
-  best_epochs = [0] * models
-  stats = None
-  bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", leave=False, disable=not progress or None)
-  for e in bar:
-    keys, epoch_keys, eval_keys = split3(keys)
-    t = time.perf_counter()
-    params, opt_state, metrics = run_epoch(params, opt_state, spec, *splits["train"], epoch_keys)
-    jax.block_until_ready(params)
-    train_seconds = time.perf_counter() - t
-    val = jax.block_until_ready(run_eval(params, spec, *splits["val"], eval_keys))
-    epoch_seconds = time.perf_counter() - t
-    best_params, best_loss, better = _keep_best(best_params, params, best_loss, val.loss)
-    stats = metrics.step_stats
-    train_loss, train_acc, val_loss, val_acc, improved = jax.device_get(
-      (metrics.loss, metrics.accuracy, val.loss, val.accuracy, better)
-    )
-    for m in range(models):
-      rec = {
-        "epoch": e,
-        "train_loss": _float(train_loss[m]),
-        "train_accuracy": _float(train_acc[m]),
-        "val_loss": _float(val_loss[m]),
-        "val_accuracy": _float(val_acc[m]),
-        "train_seconds": train_seconds,
-        "epoch_seconds": epoch_seconds,
-      }
-      if epoch_stats is not None:
-        rec.update(epoch_stats(_index(params, m), None if stats is None else _index(stats, m)))
-      histories[m].append(rec)
-      if improved[m]:
-        best_epochs[m] = e
-    bar.set_postfix(val_acc=f"{val_acc.mean():.4f}")
-  test = run_eval(best_params, spec, *splits["test"], test_keys)
-  return CohortResult(
-    histories=histories,
-    best_epochs=best_epochs,
-    best_params=best_params,
-    test=[
-      {"test_loss": _float(loss), "test_accuracy": _float(acc)}
-      for loss, acc in zip(*jax.device_get((test.loss, test.accuracy)))
-    ],
-    last_step_stats=stats,
-    seconds=time.perf_counter() - start,
-  )
-
-
-def _final(result: CohortResult, m: int) -> dict[str, Optional[float]]:
-  best = result.histories[m][result.best_epochs[m]]
-  return {
-    "best_epoch": result.best_epochs[m],
-    "val_loss": best["val_loss"],
-    "val_accuracy": best["val_accuracy"],
-    **result.test[m],
-  }
+    config.learning_rate,
+    config.clip_norm,
+    decay_steps=epochs * steps if config.schedule == "cosine" else None,
+    skip_nonfinite=config.skip_nonfinite,
+  )  # fmt: skip
+  return sm.fit(
+    params, apply=apply, optimizer=optimizer, splits=splits, epochs=epochs, key=keys, models=len(keys),
+    batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+    loss_fn=functools.partial(sm.cross_entropy, softmax_output=config.softmax_output),
+    stop_on_nonfinite=False, name=desc, progress=progress, **kwargs,
+  )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------
@@ -283,16 +161,14 @@ def run_smartmixed(
   params = jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["init"])
   clip = config.clip_activations
 
-  def selective(p, x, key, spec):
-    return sm.apply_selective(p, x, key, temperature=config.temperature, pool=pool, clip=clip)
+  def selective(p, x, key, step):
+    return sm.apply_selective(p, x, key, temperature=config.temperature, clip=clip)
 
-  def hard(p, x, key, spec):
-    return sm.apply_hard(p, x, pool=pool, clip=clip)
+  def hard(p, x, key, step):
+    return sm.apply_hard(p, x, clip=clip)
 
   def sampled(p, key):
-    return [
-      jax.nn.one_hot(c, k, dtype=jnp.int32) for c in sm.sample_choices(p, key, temperature=config.temperature)
-    ]
+    return [jax.nn.one_hot(c, k, dtype=jnp.int32) for c in sm.sample_choices(p, key)]
 
   def phase1_stats(p, samples):
     return {
@@ -301,7 +177,7 @@ def run_smartmixed(
     }
 
   phase1 = train_cohort(
-    params, apply=selective, eval_apply=selective if config.reference_quirks else hard, spec=None,
+    params, apply=selective, eval_apply=selective if config.noisy_eval else hard,
     keys=keys["phase1"], splits=splits, config=config, epochs=config.phase1_epochs, step_stats=sampled,
     epoch_stats=phase1_stats, desc=f"{arch} phase1", progress=progress,
   )  # fmt: skip
@@ -314,15 +190,16 @@ def run_smartmixed(
   variants = [(MAIN_RULE, preset_init)]
   if ablation:
     variants += [("most_frequent", preset_init), (MAIN_RULE, other_init)]
+  weights_only = lambda p: dataclasses.replace(p, logits=())  # noqa: E731
   inits = {
-    "carry": {"layers": phase1.best_params["layers"]},
-    "reinit": {"layers": jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["reinit"])["layers"]},
+    "carry": weights_only(phase1.best_params),
+    "reinit": weights_only(jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["reinit"])),
   }
   cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
   phase2 = train_cohort(
     cat([inits[init] for _, init in variants]),
-    apply=lambda p, x, key, spec: sm.apply_choices(p, x, spec, pool=pool),
-    spec=cat([rules[rule] for rule, _ in variants]),
+    aux=cat([rules[rule] for rule, _ in variants]),  # per-model choices, as data
+    apply=lambda model, x, key, step: sm.apply_choices(model[0], x, model[1]),
     keys=jnp.concatenate([keys["phase2"]] * len(variants)),
     splits=splits, config=config, epochs=config.phase2_epochs, desc=f"{arch} phase2", progress=progress,
   )  # fmt: skip
@@ -334,17 +211,15 @@ def run_smartmixed(
     phase2_runs = {}
     for v, (rule, init) in enumerate(variants):
       m = v * len(seeds) + i
-      phase2_runs[f"{rule}/{init}"] = {"history": phase2.histories[m], **_final(phase2, m)}
+      phase2_runs[f"{rule}/{init}"] = phase2.record(m)
     main = f"{MAIN_RULE}/{preset_init}"
     runs[seed] = {
       "model": "smartmixed",
       "config": make(arch, seed=seed).to_dict(),
-      "phase1": {"history": phase1.histories[i], **_final(phase1, i)},
+      "phase1": phase1.record(i),
       "phase2": phase2_runs,
       "main": main,
-      "final": {
-        key: phase2_runs[main][key] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-      },
+      "final": {key: phase2_runs[main]["best"][key] for key in FINAL},
       "choices": {rule: _counts(c, k) for rule, c in per_rule.items()},
       "rule_agreement": agree,
       "cohort": {"runs": len(seeds), "seconds": seconds},
@@ -371,28 +246,27 @@ def run_baselines(
   activations = sorted({act for act, _ in pairs}, key=names.index)
   init_keys = _seed_keys([seed for _, seed in pairs])["init"]
   # The same initial weights as SmartMixed's for the same seed.
-  params = jax.vmap(lambda key: {"layers": sm.init_mlp(key, sizes, pool=pool)["layers"]})(init_keys)
+  params = jax.vmap(lambda key: dataclasses.replace(sm.init_mlp(key, sizes, pool=pool), logits=()))(init_keys)
   hidden = sizes[1:-1]
   if len(activations) == 1:
     static = [np.full(n, names.index(activations[0])) for n in hidden]
-    apply, spec = (lambda p, x, key, spec: sm.apply_choices(p, x, static, pool=pool)), None
+    apply, aux = (lambda p, x, key, step: sm.apply_choices(p, x, static)), None
   else:
-    apply = lambda p, x, key, spec: sm.apply_choices(p, x, spec, pool=pool)  # noqa: E731
-    spec = [jnp.asarray([[names.index(act)] * n for act, _ in pairs], jnp.int32) for n in hidden]
+    apply = lambda model, x, key, step: sm.apply_choices(model[0], x, model[1])  # noqa: E731
+    aux = [jnp.asarray([[names.index(act)] * n for act, _ in pairs], jnp.int32) for n in hidden]
   result = train_cohort(
-    params, apply=apply, spec=spec, keys=_seed_keys([s for _, s in pairs])["phase2"], splits=splits,
+    params, apply=apply, aux=aux, keys=_seed_keys([s for _, s in pairs])["phase2"], splits=splits,
     config=config, epochs=config.phase1_epochs + config.phase2_epochs,
     desc=f"{arch} {'+'.join(activations)}", progress=progress,
   )  # fmt: skip
   runs = {}
   for m, (act, seed) in enumerate(pairs):
-    final = _final(result, m)
+    record = result.record(m)
     runs[(act, seed)] = {
       "model": act,
       "config": make(arch, seed=seed, baseline=act).to_dict(),
-      "history": result.histories[m],
-      "final": {key: final[key] for key in ("val_loss", "val_accuracy", "test_loss", "test_accuracy")},
-      "best_epoch": final["best_epoch"],
+      "phase": record,
+      "final": {key: record["best"][key] for key in FINAL},
       "cohort": {"runs": len(pairs), "seconds": result.seconds},
     }
   return runs
@@ -428,16 +302,6 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
   write_json(path, settings)
 
 
-def device_splits(data: sm.Dataset, train_limit: Optional[int]) -> dict[str, tuple[jax.Array, jax.Array]]:
-  train = (
-    data.train if train_limit is None else sm.Split(data.train.x[:train_limit], data.train.y[:train_limit])
-  )
-  return {
-    name: jax.device_put((split.x, split.y))
-    for name, split in (("train", train), ("val", data.validation), ("test", data.test))
-  }
-
-
 def sweep(
   out: Path,
   data: sm.Dataset,
@@ -453,7 +317,7 @@ def sweep(
   """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote."""
   plan = BUDGETS[budget]
   make = functools.partial(make_configs, preset=preset, budget=plan)
-  splits = device_splits(data, plan.train_limit)
+  splits = sm.device_splits(data, plan.train_limit)
   settings = {
     "budget": budget,
     "preset": preset,
@@ -505,7 +369,7 @@ def measure_speedup(
   """
   plan = BUDGETS[budget]
   make = functools.partial(make_configs, preset=preset, budget=plan)
-  splits = device_splits(data, plan.train_limit)
+  splits = sm.device_splits(data, plan.train_limit)
   smart = functools.partial(run_smartmixed, make=make, splits=splits, progress=False)
   fixed = functools.partial(run_baselines, make=make, splits=splits, progress=False)
 

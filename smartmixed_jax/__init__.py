@@ -7,101 +7,81 @@ fixed mixed network at the speed of an ordinary one.
 
 Flax users: ``smartmixed_jax.nnx`` (NNX) and ``smartmixed_jax.linen`` (Linen)
 hold drop-in activation layers; import them explicitly (they need flax).
+Everything under ``smartmixed_jax._src`` is private.
 """
 
-from smartmixed_jax.checkpoint import Checkpoints
-from smartmixed_jax.config import ARCHITECTURES, PRESETS, Config, make_config, parse_architecture
-from smartmixed_jax.data import (
-  DATASETS,
-  DataError,
-  Dataset,
-  Split,
-  load_dataset,
-  load_mnist,
-  stratified_split,
-)
-from smartmixed_jax.freeze import (
-  FrozenMLP,
-  Segment,
-  apply_choices,
-  apply_frozen,
-  fixed_activation,
-  fixed_mlp,
-  freeze,
-  grouped_activation,
-)
-from smartmixed_jax.mlp import (
-  apply_hard,
-  apply_selective,
-  choices,
-  gumbel_straight_through,
-  init_mlp,
-  mix,
-  sample_choices,
-)
-from smartmixed_jax.pool import ACTIVATIONS, DEFAULT_POOL, pool_names, resolve_pool
-from smartmixed_jax.train import (
-  EpochMetrics,
-  Metrics,
+__version__ = "0.2.0"
+
+from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, Config, make_config
+from smartmixed_jax._src.data import DataError, Dataset, Split, load_dataset, load_mnist
+from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
+from smartmixed_jax._src.grouped import fixed_activation
+from smartmixed_jax._src.loop import (
   NonFiniteError,
   PhaseResult,
-  PhaseState,
-  RunResult,
   cross_entropy,
+  fit,
   make_evaluate,
   make_optimizer,
   make_train_epoch,
-  make_train_step,
-  run_phase,
-  train_and_evaluate,
 )
-
-__version__ = "0.1.0"
+from smartmixed_jax._src.mlp import (
+  Dense,
+  MLPParams,
+  apply_choices,
+  apply_hard,
+  apply_selective,
+  choices,
+  init_mlp,
+  param_labels,
+  sample_choices,
+)
+from smartmixed_jax._src.pool import ACTIVATIONS, DEFAULT_POOL, Pool, pool_names
+from smartmixed_jax._src.run import RunResult, device_splits, train_and_evaluate
+from smartmixed_jax._src.selection import gumbel_straight_through, mix
 
 __all__ = [
+  # The pool.
   "ACTIVATIONS",
-  "ARCHITECTURES",
-  "DATASETS",
   "DEFAULT_POOL",
-  "PRESETS",
-  "Checkpoints",
-  "Config",
-  "DataError",
-  "EpochMetrics",
-  "Dataset",
-  "FrozenMLP",
-  "Metrics",
-  "NonFiniteError",
-  "PhaseResult",
-  "PhaseState",
-  "RunResult",
-  "Segment",
-  "Split",
-  "apply_choices",
-  "apply_frozen",
-  "apply_hard",
-  "apply_selective",
-  "choices",
-  "cross_entropy",
-  "fixed_activation",
-  "fixed_mlp",
-  "freeze",
-  "grouped_activation",
-  "gumbel_straight_through",
+  "Pool",
+  "pool_names",
+  # Phase 1: the selective MLP.
+  "Dense",
+  "MLPParams",
   "init_mlp",
-  "load_dataset",
-  "load_mnist",
-  "make_config",
+  "apply_selective",
+  "apply_hard",
+  "apply_choices",
+  "choices",
+  "sample_choices",
+  "param_labels",
+  "gumbel_straight_through",
+  "mix",
+  # Freeze and Phase 2.
+  "FrozenMLP",
+  "freeze",
+  "fixed_mlp",
+  "fixed_activation",
+  # Training.
+  "fit",
+  "make_train_epoch",
   "make_evaluate",
   "make_optimizer",
-  "make_train_epoch",
-  "make_train_step",
-  "run_phase",
-  "mix",
-  "parse_architecture",
-  "pool_names",
-  "resolve_pool",
-  "sample_choices",
-  "stratified_split",
+  "cross_entropy",
+  "PhaseResult",
+  "NonFiniteError",
+  # Runs and data.
+  "ARCHITECTURES",
+  "PRESETS",
+  "Config",
+  "make_config",
   "train_and_evaluate",
+  "RunResult",
+  "device_splits",
+  "DataError",
+  "Dataset",
+  "Split",
+  "load_dataset",
+  "load_mnist",
 ]

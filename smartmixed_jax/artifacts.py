@@ -1,175 +1,28 @@
-"""What a run leaves in its output directory: results, choices and plots.
+"""What runs leave on disk: atomic JSON and file writes, and the plots of a run.
 
-- ``results.json``: config, per-phase best metrics and history, timings and
-  the per-layer activation counts of the frozen model;
-- ``choices.csv``: every hidden neuron's activation;
-- ``activation_shares.png``: per-layer share of each activation;
-- ``activation_trajectory.png``: Phase 1 per-epoch shares, per layer;
-- ``curves.png``: loss and accuracy per epoch, both phases.
-
-Every file is written atomically.
+Public helpers for scripts and reports built on the library (the sweep and
+its report use them); ``train_and_evaluate(..., workdir=...)`` writes a run's
+artifacts with :func:`write_run`. Plots need the ``plots`` extra (matplotlib).
 """
 
-from __future__ import annotations
+from smartmixed_jax._src.artifacts import (
+  plot_activation_shares,
+  plot_activation_trajectory,
+  plot_curves,
+  pyplot,
+  save_figure,
+  write_run,
+)
+from smartmixed_jax._src.data import atomic_write_bytes
+from smartmixed_jax._src.run import write_json
 
-import csv
-import io
-import json
-import os
-from pathlib import Path
-from typing import Any
-
-from smartmixed_jax.data import atomic_write_bytes
-from smartmixed_jax.pool import pool_names
-from smartmixed_jax.train import RunResult
-
-RESULTS_FILE = "results.json"
-
-# One colour per pool member, stable across every plot.
-_COLORS = [
-  "#4C72B0",
-  "#DD8452",
-  "#55A868",
-  "#C44E52",
-  "#8172B3",
-  "#937860",
-  "#DA8BC3",
-  "#8C8C8C",
-  "#CCB974",
-  "#64B5CD",
+__all__ = [
+  "atomic_write_bytes",
+  "plot_activation_shares",
+  "plot_activation_trajectory",
+  "plot_curves",
+  "pyplot",
+  "save_figure",
+  "write_json",
+  "write_run",
 ]
-
-
-def write_json(path: os.PathLike, payload: Any) -> None:
-  atomic_write_bytes(Path(path), json.dumps(payload, indent=1).encode())
-
-
-def write_choices_csv(path: os.PathLike, result: RunResult) -> None:
-  out = io.StringIO()
-  writer = csv.writer(out)
-  writer.writerow(["layer", "neuron", "activation", "frozen_position"])
-  for layer, (names, perm) in enumerate(zip(result.model.activation_names(), result.model.permutations)):
-    position = {int(n): j for j, n in enumerate(perm)}
-    for neuron, name in enumerate(names):
-      writer.writerow([layer, neuron, name, position[neuron]])
-  atomic_write_bytes(Path(path), out.getvalue().encode())
-
-
-def pyplot():
-  """matplotlib's pyplot on the file-only Agg backend (imported on first use: an optional extra)."""
-  import matplotlib
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  return plt
-
-
-def save_figure(fig, path: os.PathLike, *, dpi: int = 120) -> str:
-  """Writes ``fig`` as a PNG atomically, closes it, and returns the file's name."""
-  buffer = io.BytesIO()
-  fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
-  atomic_write_bytes(Path(path), buffer.getvalue())
-  pyplot().close(fig)
-  return Path(path).name
-
-
-def plot_activation_shares(path: os.PathLike, counts: list[dict[str, int]], names, title: str) -> None:
-  """Stacked horizontal bars: per hidden layer, the share of each activation."""
-  plt = pyplot()
-  fig, ax = plt.subplots(figsize=(7, 0.45 * len(counts) + 1.6))
-  left = [0.0] * len(counts)
-  layers = [f"layer {i + 1} ({sum(c.values())})" for i, c in enumerate(counts)]
-  for k, name in enumerate(names):
-    share = [c.get(name, 0) / max(sum(c.values()), 1) for c in counts]
-    ax.barh(layers, share, left=left, color=_COLORS[k % len(_COLORS)], label=name)
-    left = [a + b for a, b in zip(left, share)]
-  ax.invert_yaxis()
-  ax.set_xlim(0, 1)
-  ax.set_xlabel("share of neurons")
-  ax.set_title(title)
-  ax.legend(
-    ncol=min(len(names), 6),
-    loc="upper center",
-    bbox_to_anchor=(0.5, -0.18 - 0.02 * len(counts)),
-    frameon=False,
-    fontsize=8,
-  )
-  save_figure(fig, path)
-
-
-def plot_activation_trajectory(path: os.PathLike, history: list[dict[str, Any]], names) -> None:
-  """Phase 1: per layer, each activation's share at the end of every epoch."""
-  plt = pyplot()
-  layers = len(history[0]["activation_counts"])
-  cols = min(layers, 4)
-  rows = -(-layers // cols)
-  fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False, sharey=True)
-  epochs = [r["epoch"] for r in history]
-  for layer, ax in enumerate(axes.flat):
-    if layer >= layers:
-      ax.axis("off")
-      continue
-    for k, name in enumerate(names):
-      share = [
-        r["activation_counts"][layer].get(name, 0) / max(sum(r["activation_counts"][layer].values()), 1)
-        for r in history
-      ]
-      ax.plot(epochs, share, color=_COLORS[k % len(_COLORS)], label=name)
-    ax.set_title(f"layer {layer + 1}", fontsize=9)
-    ax.set_xlabel("epoch", fontsize=8)
-  axes[0, 0].set_ylabel("share (argmax)")
-  axes[0, 0].legend(fontsize=7)
-  fig.suptitle("Phase 1: activation choices per epoch")
-  fig.tight_layout()
-  save_figure(fig, path)
-
-
-def plot_curves(path: os.PathLike, result: RunResult) -> None:
-  """Loss and accuracy per epoch for every phase, phases laid end to end."""
-  plt = pyplot()
-  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.8))
-  offset = 0
-  styles = {"train": ":", "val": "-", "test": "--"}
-  for i, phase in enumerate(result.phases):
-    epochs = [offset + r["epoch"] for r in phase.history]
-    color = _COLORS[i]
-    for split, style in styles.items():
-      key_loss, key_acc = f"{split}_loss", f"{split}_accuracy"
-      pts = [(e, r[key_loss], r[key_acc]) for e, r in zip(epochs, phase.history) if key_loss in r]
-      if not pts:
-        continue
-      xs, losses, accs = zip(*pts)
-      loss_ax.plot(xs, losses, style, color=color, label=f"{phase.name} {split}")
-      acc_ax.plot(xs, accs, style, color=color, label=f"{phase.name} {split}")
-    best = offset + phase.best["epoch"]
-    acc_ax.axvline(best, color=color, alpha=0.3)
-    offset = epochs[-1]
-  loss_ax.set_yscale("log")
-  loss_ax.set_xlabel("epoch")
-  loss_ax.set_ylabel("cross-entropy")
-  acc_ax.set_xlabel("epoch")
-  acc_ax.set_ylabel("accuracy")
-  lo = min(r["val_accuracy"] for p in result.phases for r in p.history[1:] or p.history)
-  acc_ax.set_ylim(max(lo - 0.01, 0), 1.0)
-  acc_ax.legend(fontsize=7, loc="lower right")
-  fig.suptitle(f"{result.config.arch}: loss and accuracy (vertical lines: selected epochs)")
-  fig.tight_layout()
-  save_figure(fig, path)
-
-
-def write_run(out_dir: os.PathLike, result: RunResult) -> dict[str, Any]:
-  """Writes every artifact of a run to ``out_dir``; returns the summary."""
-  out = Path(out_dir)
-  out.mkdir(parents=True, exist_ok=True)
-  summary = result.summary()
-  names = pool_names(result.model.pool)
-  write_choices_csv(out / "choices.csv", result)
-  plot_curves(out / "curves.png", result)
-  title = f"{result.config.arch}: frozen activation choices"
-  plot_activation_shares(out / "activation_shares.png", result.model.counts(), names, title)
-  phase1 = [p for p in result.phases if p.name == "phase1"]
-  if phase1:
-    plot_activation_trajectory(out / "activation_trajectory.png", phase1[0].history, names)
-  write_json(out / RESULTS_FILE, summary)  # last: its presence marks a finished run
-  return summary

@@ -21,9 +21,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from smartmixed_jax.freeze import fixed_activation
-from smartmixed_jax.mlp import check_temperature, gumbel_straight_through, init_logits, mix
-from smartmixed_jax.pool import DEFAULT_POOL, Pool, resolve_pool
+from smartmixed_jax._src.grouped import fixed_activation
+from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, resolve_pool
+from smartmixed_jax._src.selection import check_temperature, gumbel_straight_through, init_logits, mix
 
 __all__ = ["FrozenActivation", "MixedActivation", "frozen_choices"]
 
@@ -75,7 +75,7 @@ class FrozenActivation(nn.Module):
   pool: Pool = DEFAULT_POOL
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    return fixed_activation(x, self.choices, tuple(self.pool))
+    return fixed_activation(x, self.choices, pool=tuple(self.pool))
 
 
 def frozen_choices(logits: jax.Array) -> tuple[int, ...]:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from smartmixed_jax import cli
+from smartmixed_jax._src import cli
 
 FAST = ["--phase1-epochs", "1", "--phase2-epochs", "1", "--train-limit", "1000", "--no-progress"]
 
@@ -30,7 +30,7 @@ def test_train_writes_every_artifact(tmp_path, mnist_cache, capsys):
 
   # The same directory refuses a different run unless told to overwrite.
   assert cli.main(["train", "--arch", "32", *FAST, "--out", str(out), "--data-dir", str(mnist_cache)]) != 0
-  assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+  assert "already holds a run (config.json" in capsys.readouterr().err
   assert (
     cli.main(
       [

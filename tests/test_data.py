@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import smartmixed_jax as sm
-from smartmixed_jax import data as data_lib
+from smartmixed_jax._src import data as data_lib
 
 
 def test_mnist_splits_are_the_reference_splits(mnist):
@@ -27,11 +27,11 @@ def test_second_load_comes_from_the_verified_cache(mnist_cache, mnist):
 
 def test_stratified_split_is_deterministic_and_exact():
   y = np.repeat(np.arange(3), [50, 30, 20])
-  train, held = sm.stratified_split(y, fraction=0.1, seed=42)
+  train, held = data_lib.stratified_split(y, fraction=0.1, seed=42)
   assert len(held) == 10 and len(train) == 90
   assert sorted(set(train) | set(held)) == list(range(100))
   np.testing.assert_array_equal(np.bincount(y[held]), [5, 3, 2])
-  np.testing.assert_array_equal(held, sm.stratified_split(y, fraction=0.1, seed=42)[1])
+  np.testing.assert_array_equal(held, data_lib.stratified_split(y, fraction=0.1, seed=42)[1])
 
 
 def test_idx_files_match_the_official_digests(mnist_cache):

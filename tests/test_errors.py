@@ -1,5 +1,6 @@
 """Every bad input a user can give, answered with a clear error before any compute."""
 
+import dataclasses
 import shutil
 
 import jax
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 import smartmixed_jax as sm
-from smartmixed_jax import cli
-from smartmixed_jax import data as data_lib
+from smartmixed_jax._src import cli
+from smartmixed_jax._src import data as data_lib
+from smartmixed_jax._src.pool import resolve_pool
 
 
 def _error(thunk):
@@ -77,7 +79,7 @@ CASES = [
     lambda m, t, c: sm.apply_selective(
       sm.init_mlp(KEY, (3, 2, 1)), jnp.ones((1, 3)), KEY, temperature=float("inf")
     ),
-    r"temperature must be a finite number > 0, got inf",
+    r"temperature must be a finite number >= 0.001, got inf",
   ),
   (
     "learning rate zero",
@@ -97,7 +99,7 @@ CASES = [
   (
     "data of the wrong width",
     lambda m, t, c: sm.train_and_evaluate(sm.make_config("8"), _tiny_data(m, width=100), progress=False),
-    r"float32\[500, 100\].*784 features",
+    r"train inputs are float32\[500, 100\].*784\]",
   ),
   (
     "data of the wrong dtype",
@@ -116,18 +118,20 @@ CASES = [
   ),
   (
     "duplicate pool names",
-    lambda m, t, c: sm.resolve_pool(("relu", "tanh", "relu")),
+    lambda m, t, c: resolve_pool(("relu", "tanh", "relu")),
     r"duplicate names \['relu'\]",
   ),
   (
     "callable changes shape",
-    lambda m, t, c: sm.resolve_pool((("mean", lambda x: x.mean(-1)),)),
+    lambda m, t, c: resolve_pool((("mean", lambda x: x.mean(-1)),)),
     r"'mean' must be elementwise.*\(2, 3\) to \(2,\)",
   ),
   (
     "pool mismatch",
-    lambda m, t, c: sm.apply_hard(sm.init_mlp(KEY, (3, 2, 1)), jnp.ones((1, 3)), pool=("relu",)),
-    r"6 candidates but the pool has 1",
+    lambda m, t, c: sm.apply_hard(
+      dataclasses.replace(sm.init_mlp(KEY, (3, 2, 1)), pool=("relu",)), jnp.ones((1, 3))
+    ),
+    r"6 candidates but the params' pool \['relu'\] has 1",
   ),
   (
     "unknown preset",
@@ -159,7 +163,7 @@ def test_output_dir_holding_another_run_is_refused(tmp_path, mnist_cache, capsys
   assert cli.main(["train", "--arch", "8", *fast]) == 0
   before = (tmp_path / "results.json").read_text()
   assert cli.main(["train", "--arch", "16", *fast]) == 2
-  assert "already holds a run; continue it with --resume" in capsys.readouterr().err
+  assert "already holds a run (config.json" in capsys.readouterr().err
   assert (tmp_path / "results.json").read_text() == before
 
 

@@ -1,3 +1,5 @@
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -10,11 +12,10 @@ import smartmixed_jax as sm
 def _random_mixed_params(key, sizes, pool=sm.DEFAULT_POOL):
   params = sm.init_mlp(key, sizes, pool=pool)
   # Large random logits: every layer mixes many activations, in shuffled order.
-  params["logits"] = [
-    jax.random.normal(k, l.shape)
-    for k, l in zip(jax.random.split(key, len(params["logits"])), params["logits"])
+  logits = [
+    jax.random.normal(k, l.shape) for k, l in zip(jax.random.split(key, len(params.logits)), params.logits)
   ]
-  return params
+  return dataclasses.replace(params, logits=tuple(logits))
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -25,7 +26,7 @@ def test_freeze_preserves_the_function(seed):
   params = _random_mixed_params(key, sizes)
   x = jax.random.normal(jax.random.fold_in(key, 1), (2, 5, sizes[0])) * 3
   model = sm.freeze(params)
-  chex.assert_trees_all_close(model.apply(model.params, x), sm.apply_hard(params, x), atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(model(x), sm.apply_hard(params, x), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -34,9 +35,10 @@ def test_freeze_equivalence_jit_and_eager(jit):
   model = sm.freeze(params)
   x = jax.random.normal(jax.random.key(2), (8, 12))
   if jit:
-    out = model.apply(model.params, x)
+    out = jax.jit(lambda m, x: m(x))(model, x)
   else:
-    out = sm.apply_frozen(model.params, x, segments=model.segments, pool=model.pool)
+    with jax.disable_jit():
+      out = model(x)
   chex.assert_trees_all_close(out, sm.apply_hard(params, x), atol=1e-5)
 
 
@@ -54,7 +56,7 @@ def test_permutation_segments_and_names():
     assert order == sorted(order) and len(set(order)) == len(order)
     c = np.asarray(c)
     for name, start, stop in segs:
-      assert all(sm.DEFAULT_POOL[i] == name for i in c[perm[start:stop]])
+      assert all(sm.DEFAULT_POOL[i] == name for i in c[list(perm[start:stop])])
     assert names == [sm.DEFAULT_POOL[i] for i in c]
   assert [sum(d.values()) for d in model.counts()] == [50, 40]
 
@@ -75,11 +77,11 @@ def test_frozen_apply_does_not_retrace():
 
   pool = (("counted", counted_relu), "tanh")
   params = _random_mixed_params(jax.random.key(5), (6, 10, 2), pool=pool)
-  model = sm.freeze(params, pool=pool)
+  model = sm.freeze(params)
   traces.clear()  # the pool's shape check traced it once already
   for i in range(5):
-    model.apply(model.params, jnp.full((3, 6), i, jnp.float32))
-    model.apply(jax.tree.map(lambda a, i=i: a + i, model.params), jnp.ones((3, 6)))
+    model(jnp.full((3, 6), i, jnp.float32))
+    jax.tree.map(lambda a, i=i: a + i, model)(jnp.ones((3, 6)))  # new weights, same structure
   assert len(traces) == 1
 
 
@@ -88,12 +90,10 @@ def test_train_step_through_frozen_model_traces_once():
 
   @jax.jit
   @chex.assert_max_traces(n=1)
-  def step(params, x):
-    return jax.tree.map(
-      lambda p, g: p - 0.1 * g, params, jax.grad(lambda p: jnp.sum(model.apply(p, x)))(params)
-    )
+  def step(model, x):
+    return jax.tree.map(lambda p, g: p - 0.1 * g, model, jax.grad(lambda m: jnp.sum(m(x)))(model))
 
-  p = model.params
+  p = model
   for _ in range(3):
     p = step(p, jnp.ones((4, 6)))
   chex.assert_tree_all_finite(p)
@@ -116,12 +116,12 @@ def test_fixed_baseline_is_a_plain_mlp():
   assert model.segments == ((("tanh", 0, 7),), (("tanh", 0, 6),))
   x = jax.random.normal(jax.random.key(9), (4, 5))
   h = x
-  for layer in model.params["layers"][:-1]:
-    h = jnp.tanh(h @ layer["w"] + layer["b"])
-  last = model.params["layers"][-1]
-  chex.assert_trees_all_close(model.apply(model.params, x), h @ last["w"] + last["b"], atol=1e-6)
+  for layer in model.layers[:-1]:
+    h = jnp.tanh(h @ layer.w + layer.b)
+  last = model.layers[-1]
+  chex.assert_trees_all_close(model(x), h @ last.w + last.b, atol=1e-6)
   # Same key, same initial weights as SmartMixed: a fair comparison.
-  chex.assert_trees_all_equal(model.params["layers"], sm.init_mlp(jax.random.key(8), (5, 7, 6, 3))["layers"])
+  chex.assert_trees_all_equal(model.layers, sm.init_mlp(jax.random.key(8), (5, 7, 6, 3)).layers)
 
 
 @pytest.mark.parametrize("traced", [False, True])
@@ -134,7 +134,7 @@ def test_apply_choices_computes_the_frozen_network(traced):
   model = sm.freeze(params, choices=chosen)
   apply = jax.jit(sm.apply_choices) if traced else sm.apply_choices
   chosen = chosen if traced else [np.asarray(c) for c in chosen]
-  chex.assert_trees_all_close(apply(params, x, chosen), model.apply(model.params, x), atol=1e-6)
+  chex.assert_trees_all_close(apply(params, x, chosen), model(x), atol=1e-6)
 
 
 def test_apply_choices_vmaps_over_models_with_different_choices():
@@ -146,6 +146,6 @@ def test_apply_choices_vmaps_over_models_with_different_choices():
   batched = jax.vmap(sm.apply_choices, in_axes=(0, None, 0))(stack(params), x, stack(chosen))
   for i in range(3):
     model = sm.freeze(params[i], choices=chosen[i])
-    chex.assert_trees_all_close(batched[i], model.apply(model.params, x), atol=1e-6)
+    chex.assert_trees_all_close(batched[i], model(x), atol=1e-6)
   with pytest.raises(ValueError, match="1 hidden layers"):
     sm.apply_choices(params[0], x, [])

@@ -51,6 +51,6 @@ def test_fixed_activation_grouped_or_not_agree():
   x = jax.random.normal(jax.random.key(0), (3, 10)) * 4
   choices = (5, 0, 2, 2, 1, 4, 3, 0, 5, 1)
   order = np.argsort(choices, kind="stable")
-  scattered = sm.fixed_activation(x, choices)
-  grouped = sm.fixed_activation(x[:, order], tuple(np.asarray(choices)[order]))
+  scattered = sm.fixed_activation(x, choices, pool=sm.DEFAULT_POOL)
+  grouped = sm.fixed_activation(x[:, order], tuple(np.asarray(choices)[order]), pool=sm.DEFAULT_POOL)
   chex.assert_trees_all_close(grouped, scattered[:, order])

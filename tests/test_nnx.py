@@ -7,6 +7,8 @@ from flax import nnx
 
 import smartmixed_jax as sm
 import smartmixed_jax.nnx as snx
+from smartmixed_jax._src.checkpoint import Checkpoints
+from smartmixed_jax._src.pool import resolve_pool
 
 
 def _randomise(model, seed=0):
@@ -83,7 +85,7 @@ def test_leading_axes_and_modes():
   act.eval()
   evaluated = act(x)
   np.testing.assert_array_equal(evaluated, act(x))
-  fns = [fn for _, fn in sm.resolve_pool(sm.DEFAULT_POOL)]
+  fns = [fn for _, fn in resolve_pool(sm.DEFAULT_POOL)]
   expected = sm.mix(x, jax.nn.one_hot(act.choices(), 6), fns)
   chex.assert_trees_all_close(evaluated, expected)
   act.train()
@@ -133,7 +135,7 @@ def test_plain_jax_jit_through_split_and_merge():
 def test_checkpoint_round_trip(tmp_path):
   model = _randomise(_linear_chain())
   _, state = nnx.split(model)
-  store = sm.Checkpoints(tmp_path)
+  store = Checkpoints(tmp_path)
   store.save(1, nnx.to_pure_dict(state), {"note": "nnx"})
   fresh = _linear_chain()  # different logits until restored
   _, fresh_state = nnx.split(fresh)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import smartmixed_jax as sm
-from smartmixed_jax import pool as pool_lib
+from smartmixed_jax._src import pool as pool_lib
+from smartmixed_jax._src.pool import resolve_pool
 
 ALL = sorted(sm.ACTIVATIONS)
 
@@ -41,7 +42,7 @@ def test_constants_match_the_paper():
 def test_custom_callable_in_pool():
   pool = ("relu", ("sin", jnp.sin))
   assert sm.pool_names(pool) == ("relu", "sin")
-  assert sm.resolve_pool(pool)[1][1] is jnp.sin
+  assert resolve_pool(pool)[1][1] is jnp.sin
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,7 @@ def test_custom_callable_in_pool():
 )
 def test_bad_pools(pool, error, match):
   with pytest.raises(error, match=match):
-    sm.resolve_pool(pool)
+    resolve_pool(pool)
 
 
 def test_list_pool_is_accepted():

@@ -1,5 +1,7 @@
 """Property-based tests (hypothesis) and numerical safety at extreme inputs."""
 
+import dataclasses
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -9,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import smartmixed_jax as sm
+from smartmixed_jax._src.pool import resolve_pool
 
-FNS = [fn for _, fn in sm.resolve_pool(sm.DEFAULT_POOL)]
+FNS = [fn for _, fn in resolve_pool(sm.DEFAULT_POOL)]
 
 
 @settings(max_examples=12, deadline=None)
@@ -23,17 +26,18 @@ FNS = [fn for _, fn in sm.resolve_pool(sm.DEFAULT_POOL)]
 def test_freeze_preserves_the_function_for_any_mlp(sizes, seed, scale, logit_scale):
   key = jax.random.key(seed)
   params = sm.init_mlp(key, sizes)
-  params["logits"] = [
-    logit_scale * jax.random.normal(k, l.shape) for k, l in zip(jax.random.split(key, 8), params["logits"])
+  logits = [
+    logit_scale * jax.random.normal(k, l.shape) for k, l in zip(jax.random.split(key, 8), params.logits)
   ]
+  params = dataclasses.replace(params, logits=tuple(logits))
   x = scale * jax.random.normal(jax.random.fold_in(key, 1), (3, sizes[0]))
   model = sm.freeze(params)
   expected = jax.jit(sm.apply_hard)(params, x)
   tolerance = 1e-5 * (1 + float(jnp.max(jnp.abs(expected))))
-  chex.assert_trees_all_close(model.apply(model.params, x), expected, atol=tolerance, rtol=1e-5)
+  chex.assert_trees_all_close(model(x), expected, atol=tolerance, rtol=1e-5)
   for perm, c in zip(model.permutations, sm.choices(params)):
-    assert sorted(perm.tolist()) == list(range(len(c)))
-    assert np.all(np.diff(np.asarray(c)[perm]) >= 0)  # grouped by activation
+    assert sorted(perm) == list(range(len(c)))
+    assert np.all(np.diff(np.asarray(c)[list(perm)]) >= 0)  # grouped by activation
 
 
 @settings(max_examples=12, deadline=None)
@@ -101,8 +105,8 @@ def test_gumbel_sampling_is_always_finite(dtype):
 @pytest.mark.parametrize("hard", [True, False])
 def test_phase1_forward_and_gradients_finite_at_extreme_inputs(dtype, hard):
   params = jax.tree.map(lambda a: a.astype(dtype), sm.init_mlp(jax.random.key(0), (4, 64, 3)))
-  params["layers"][0]["w"] = jnp.full((4, 64), 1.0, dtype)
-  params["layers"][0]["b"] = jnp.zeros(64, dtype)
+  layers = (sm.Dense(jnp.full((4, 64), 1.0, dtype), jnp.zeros(64, dtype)), params.layers[1])
+  params = dataclasses.replace(params, layers=layers)
   x = jnp.array([[1e4, -1e4, 0.0, 1.0], [-1e4, -1e4, -1e4, -1e4], [1e4, 1e4, 1e4, 1e4]], dtype) / 4
 
   def loss(p):
@@ -112,6 +116,4 @@ def test_phase1_forward_and_gradients_finite_at_extreme_inputs(dtype, hard):
   out = jax.jit(sm.apply_selective, static_argnames="hard")(params, x, jax.random.key(1), hard=hard)
   chex.assert_tree_all_finite((out, jax.jit(jax.grad(loss))(params)))
   model = sm.freeze(params)
-  chex.assert_tree_all_finite(
-    jax.grad(lambda p: jnp.sum(model.apply(p, x).astype(jnp.float32)) * 1e-8)(model.params)
-  )
+  chex.assert_tree_all_finite(jax.grad(lambda m: jnp.sum(m(x).astype(jnp.float32)) * 1e-8)(model))

@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 import report  # noqa: E402
 import sweep  # noqa: E402
 
+import smartmixed_jax as sm  # noqa: E402
+
 MODELS = report.MODELS
 
 
@@ -92,8 +94,8 @@ def test_accuracy_table_and_paired_spread():
 
 def test_phase_gain_and_depth_shares():
   runs = [
-    _run("wide_2layer", "smartmixed", s, 0.98, phase1={"test_accuracy": p1},
-         phase2={"argmax/carry": {"test_accuracy": 0.98}}, main="argmax/carry",
+    _run("wide_2layer", "smartmixed", s, 0.98, phase1={"best": {"test_accuracy": p1}},
+         phase2={"argmax/carry": {"best": {"test_accuracy": 0.98}}}, main="argmax/carry",
          choices={"argmax": [[3, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 2]]})
     for s, p1 in ((0, 0.95), (1, 0.96))
   ]  # fmt: skip
@@ -119,13 +121,13 @@ def test_architecture_by_number_or_name():
 def test_vmapped_cohort_equals_models_trained_alone(mnist):
   """Two seeds as one program, and relu next to elu (choices as data), train as they would alone."""
   make = lambda arch, **kw: sweep.make_configs(arch, "recommended", sweep.Budget(1, 1, 512), **kw)  # noqa: E731
-  splits = sweep.device_splits(mnist, 512)
+  splits = sm.device_splits(mnist, 512)
   together = sweep.run_baselines(
     "small_3layer", [("relu", 0), ("elu", 0), ("relu", 1)], make, splits, progress=False
   )
   for pair in together:
     (alone,) = sweep.run_baselines("small_3layer", [pair], make, splits, progress=False).values()
-    for a, b in zip(alone["history"], together[pair]["history"]):
+    for a, b in zip(alone["phase"]["history"], together[pair]["phase"]["history"]):
       chex.assert_trees_all_close(
         {k: a[k] for k in ("val_loss", "train_loss") if k in a},
         {k: b[k] for k in ("val_loss", "train_loss") if k in b},
@@ -146,7 +148,7 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   assert [len(layer) for layer in smart["phase1"]["history"][1]["argmax_counts"]] == [6, 6]
   assert [sum(layer) for layer in smart["choices"]["most_frequent"]] == [256, 128]
   assert 0.3 < smart["final"]["test_accuracy"] <= 1 and smart["final"] == {
-    k: smart["phase2"]["argmax/carry"][k] for k in smart["final"]
+    k: smart["phase2"]["argmax/carry"]["best"][k] for k in smart["final"]
   }
   # A rerun does nothing; a lost run is redone alone; other settings are refused.
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 0

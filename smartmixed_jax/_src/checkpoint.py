@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
+import jax
+
 log = logging.getLogger(__name__)
 
 
@@ -59,13 +61,18 @@ class Checkpoints:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, arrays: Any, meta: dict[str, Any]) -> None:
-    """Saves ``arrays`` and ``meta`` as checkpoint ``step``, replacing an older one of that number."""
+    """Saves ``arrays`` (any pytree) and ``meta`` as checkpoint ``step`` (replacing one of that number).
+
+    The arrays are stored as a flat list of leaves: restoring needs only the
+    tree structure (from ``abstract``), whatever pytree types hold them.
+    """
     ocp = self._ocp
     if step in self._manager.all_steps():
       self._manager.delete(step)
+    flat = {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(arrays))}
     self._manager.save(
       step,
-      args=ocp.args.Composite(arrays=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),
+      args=ocp.args.Composite(arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
       force=True,
     )
     self._manager.wait_until_finished()
@@ -84,9 +91,11 @@ class Checkpoints:
     for step in reversed(self.steps()):
       try:
         meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        target = abstract(meta)
+        leaves, treedef = jax.tree.flatten(abstract(meta))
+        target = {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}
         arrays = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target)))
-        return Restored(step, arrays["arrays"], meta)
+        flat = arrays["arrays"]
+        return Restored(step, jax.tree.unflatten(treedef, [flat[k] for k in sorted(flat)]), meta)
       except Exception as e:  # any damage: fall back to an older checkpoint
         message = f"checkpoint {step} in {self.directory} is unreadable ({type(e).__name__}: {str(e)[:300]})"
         print(f"warning: {message}; trying an older one.", file=sys.stderr)

@@ -6,8 +6,10 @@ import dataclasses
 import math
 from typing import Any, Optional
 
-from smartmixed_jax.mlp import validate_layer_sizes
-from smartmixed_jax.pool import DEFAULT_POOL, Pool, pool_names
+from smartmixed_jax._src.data import DATASETS
+from smartmixed_jax._src.mlp import validate_layer_sizes
+from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, as_pool, pool_names
+from smartmixed_jax._src.selection import MIN_TEMPERATURE
 
 INPUT_SIZE = 784
 NUM_CLASSES = 10
@@ -68,14 +70,21 @@ class Config:
     schedule: ``"constant"`` or ``"cosine"`` (decays to zero over each phase).
     batch_size: training batch size.
     clip_norm: global gradient-norm clip (logits included).
-    temperature: Gumbel-Softmax temperature.
+    temperature: Gumbel-Softmax temperature (at the start of Phase 1).
+    final_temperature: if set, the temperature decays geometrically to this
+      value over Phase 1's steps (annealing, as in GDAS); None keeps it
+      constant (the paper).
     seed: seeds the weights, the logits, the Gumbel noise and the shuffling.
     reinit_phase2: re-initialise weights and optimizer at the switch (the
       reference code) instead of carrying the Phase 1 weights over.
-    reference_quirks: reproduce the reference code's quirks: softmax before
-      the cross-entropy, activations clamped to [-10, 10] in Phase 1, Gumbel
-      noise during Phase 1 evaluation.
+    softmax_output: the reference code's quirk of a softmax layer before the
+      cross-entropy (softmax applied twice).
+    clip_activations: the reference code's quirk of clamping every activation
+      and the mixture to ``[-clip, clip]`` in Phase 1 (it uses 10).
+    noisy_eval: the reference code's quirk of sampling Gumbel noise when
+      evaluating Phase 1 (instead of each neuron's argmax).
     pool: candidate activations.
+    dataset: ``"mnist"`` or ``"fashion_mnist"``.
     train_limit: use only the first N training examples (tests, quick looks).
     eval_batch_size: batch size for evaluation.
     skip_nonfinite: skip updates with non-finite gradients instead of
@@ -92,26 +101,44 @@ class Config:
   batch_size: int = 128
   clip_norm: float = 1.0
   temperature: float = 0.3
+  final_temperature: Optional[float] = None
   seed: int = 0
   reinit_phase2: bool = False
-  reference_quirks: bool = False
+  softmax_output: bool = False
+  clip_activations: Optional[float] = None
+  noisy_eval: bool = False
   pool: Pool = DEFAULT_POOL
+  dataset: str = "mnist"
   train_limit: Optional[int] = None
   eval_batch_size: int = 2000
   skip_nonfinite: bool = False
 
   def __post_init__(self):
-    validate_layer_sizes((INPUT_SIZE, *self.hidden, NUM_CLASSES))
+    object.__setattr__(self, "hidden", validate_layer_sizes((INPUT_SIZE, *self.hidden, NUM_CLASSES))[1:-1])
+    object.__setattr__(self, "pool", as_pool(self.pool))
     names = pool_names(self.pool)
     for name in ("phase1_epochs", "phase2_epochs", "batch_size", "eval_batch_size"):
       value = getattr(self, name)
       minimum = 0 if name.endswith("epochs") else 1
       if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    for name in ("learning_rate", "clip_norm", "temperature"):
+    for name in ("learning_rate", "clip_norm", "temperature", "final_temperature", "clip_activations"):
       value = getattr(self, name)
-      if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+      if value is None and name in ("final_temperature", "clip_activations"):
+        continue
+      if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+      ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+      if name.endswith("temperature") and value < MIN_TEMPERATURE:
+        raise ValueError(f"{name} must be >= {MIN_TEMPERATURE} (softmax overflows below), got {value!r}.")
+    if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+      raise ValueError(f"seed must be an integer in [0, 2**32), got {self.seed!r}.")
+    if self.dataset not in DATASETS:
+      raise ValueError(f"Unknown dataset {self.dataset!r}; valid datasets are {list(DATASETS)}.")
     if self.schedule not in SCHEDULES:
       raise ValueError(f"Unknown schedule {self.schedule!r}; valid schedules are {list(SCHEDULES)}.")
     if self.train_limit is not None and self.train_limit < 1:
@@ -124,8 +151,9 @@ class Config:
     return (INPUT_SIZE, *self.hidden, NUM_CLASSES)
 
   @property
-  def clip_activations(self) -> Optional[float]:
-    return 10.0 if self.reference_quirks else None
+  def training_pool(self) -> Pool:
+    """The pool the run's model is built with: the baseline's activation alone, or the pool."""
+    return (self.baseline,) if self.baseline else self.pool
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> Config:
@@ -153,7 +181,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     learning_rate=1e-4,
     seed=42,
     reinit_phase2=True,
-    reference_quirks=True,
+    softmax_output=True,
+    clip_activations=10.0,
+    noisy_eval=True,
   ),
   # Ours: a 10x higher peak learning rate, decayed to zero over each phase,
   # reaches the same accuracy in a fraction of the epochs; weights carry over

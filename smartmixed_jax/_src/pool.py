@@ -112,20 +112,42 @@ def _resolve(pool: Pool) -> tuple[tuple[str, Activation], ...]:
   duplicates = sorted({n for n in names if names.count(n) > 1})
   if duplicates:
     raise ValueError(f"pool has duplicate names {duplicates}: {names}.")
-  probe = jnp.linspace(-3.0, 3.0, 6).reshape(2, 3)
-  for name, fn in resolved:
-    out = jax.eval_shape(fn, probe)
-    if getattr(out, "shape", None) != probe.shape:
-      raise ValueError(
-        f"Activation {name!r} must be elementwise and keep its input's"
-        f" shape; it maps {probe.shape} to {getattr(out, 'shape', out)}."
-      )
-    # Elementwise: each output depends on its own input only (the mixture's
-    # backward pass relies on it).
-    jacobian = jax.jacfwd(fn)(probe).reshape(probe.size, probe.size)
-    if bool(jnp.any(jacobian * (1 - jnp.eye(probe.size)) != 0)):
-      raise ValueError(f"Activation {name!r} must be elementwise; its outputs depend on other inputs.")
+  # Concrete even when the pool is first resolved inside a trace (jit, eval_shape).
+  with jax.ensure_compile_time_eval():
+    for name, fn in resolved:
+      _check_activation(name, fn)
   return tuple(resolved)
+
+
+def _check_activation(name: str, fn: Activation) -> None:
+  probe = jnp.linspace(-3.0, 3.0, 6).reshape(2, 3)
+  out = jax.eval_shape(fn, probe)
+  if getattr(out, "shape", None) != probe.shape:
+    raise ValueError(
+      f"Activation {name!r} must be elementwise and keep its input's"
+      f" shape; it maps {probe.shape} to {getattr(out, 'shape', out)}."
+    )
+  values = fn(probe)
+  if not bool(jnp.all(jnp.isfinite(values))):
+    raise ValueError(f"Activation {name!r} is not finite on [-3, 3]: {values.ravel().tolist()}.")
+  # Elementwise: each output depends on its own input only (the mixture's
+  # backward pass relies on it).
+  jacobian = jax.jacfwd(fn)(probe).reshape(probe.size, probe.size)
+  if bool(jnp.any(jacobian * (1 - jnp.eye(probe.size)) != 0)):
+    raise ValueError(f"Activation {name!r} must be elementwise; its outputs depend on other inputs.")
+
+
+def as_pool(pool: Sequence[PoolEntry]) -> Pool:
+  """A validated pool as hashable data: a tuple of names and ``(name, fn)`` pairs.
+
+  Accepts a comma-separated string too (``"relu,gelu,silu"``).
+  """
+  if isinstance(pool, str):
+    pool = tuple(name.strip() for name in pool.split(",") if name.strip())
+  elif isinstance(pool, list):
+    pool = tuple(tuple(e) if isinstance(e, list) else e for e in pool)
+  resolve_pool(pool)
+  return pool
 
 
 def resolve_pool(pool: Sequence[PoolEntry]) -> tuple[tuple[str, Activation], ...]:
@@ -139,7 +161,7 @@ def resolve_pool(pool: Sequence[PoolEntry]) -> tuple[tuple[str, Activation], ...
 
   Raises:
     ValueError: an unknown or duplicate name, an empty pool, or a function
-      that does not keep its input's shape.
+      that does not keep its input's shape, is not elementwise or not finite.
     TypeError: an entry that is neither a name nor a ``(name, callable)`` pair.
 
   Example:

