@@ -109,16 +109,10 @@ def train_cohort(
 ) -> sm.PhaseResult:
   """Trains the ``len(keys)`` models stacked in ``params`` with the config's optimizer and loss."""
   steps = math.ceil(splits["train"][0].shape[0] / config.batch_size)
-  optimizer = sm.make_optimizer(
-    config.learning_rate,
-    config.clip_norm,
-    decay_steps=epochs * steps if config.schedule == "cosine" else None,
-    skip_nonfinite=config.skip_nonfinite,
-  )  # fmt: skip
   return sm.fit(
-    params, apply=apply, optimizer=optimizer, splits=splits, epochs=epochs, key=keys, models=len(keys),
-    batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-    loss_fn=functools.partial(sm.cross_entropy, softmax_output=config.softmax_output),
+    params, apply=apply, optimizer=config.optimizer(epochs * steps), splits=splits, epochs=epochs,
+    key=keys, models=len(keys), batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+    loss_fn=config.loss_fn,
     stop_on_nonfinite=False, name=desc, progress=progress, **kwargs,
   )  # fmt: skip
 

@@ -49,7 +49,7 @@ def _stream(rngs: RngsLike, collection: str):
   if isinstance(rngs, nnx.Rngs):
     try:
       return rngs[collection].fork()
-    except (KeyError, AttributeError):
+    except KeyError:
       return None  # eval-only use needs no noise
   if isinstance(rngs, nnx.RngStream):
     return rngs.fork()

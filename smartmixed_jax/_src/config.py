@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Optional
 
+import optax
+
 from smartmixed_jax._src.data import DATASETS
+from smartmixed_jax._src.loop import cross_entropy, make_optimizer
 from smartmixed_jax._src.mlp import validate_layer_sizes
 from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, as_pool, pool_names
 from smartmixed_jax._src.selection import MIN_TEMPERATURE
@@ -149,6 +153,20 @@ class Config:
   @property
   def layer_sizes(self) -> tuple[int, ...]:
     return (INPUT_SIZE, *self.hidden, NUM_CLASSES)
+
+  def optimizer(self, steps: int) -> optax.GradientTransformation:
+    """The run's optimizer for a phase of ``steps`` steps (the schedule decays over them)."""
+    return make_optimizer(
+      self.learning_rate,
+      self.clip_norm,
+      decay_steps=steps if self.schedule == "cosine" else None,
+      skip_nonfinite=self.skip_nonfinite,
+    )
+
+  @property
+  def loss_fn(self):
+    """The run's per-example loss of ``(logits, labels)``."""
+    return functools.partial(cross_entropy, softmax_output=self.softmax_output)
 
   @property
   def training_pool(self) -> Pool:

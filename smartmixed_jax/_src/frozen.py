@@ -116,7 +116,7 @@ def freeze(params: mlp.MLPParams, *, choices: Optional[Sequence[jax.Array]] = No
     >>> bool(jnp.allclose(model(x), apply_hard(params, x), atol=1e-6))
     True
   """
-  mlp._check_params(params, need_logits=choices is None)
+  mlp.check_params(params, need_logits=choices is None)
   names = pool_names(params.pool)
   layers = list(params.layers)
   if choices is None:

@@ -78,7 +78,7 @@ def fixed_activation(x: jax.Array, choices: Sequence[int] | jax.Array, *, pool: 
   """
   names = pool_names(pool)
   fns = [fn for _, fn in resolve_pool(pool)]
-  if isinstance(choices, jax.core.Tracer) or (isinstance(choices, jax.Array) and choices.ndim != 1):
+  if isinstance(choices, jax.core.Tracer):
     if choices.shape != (x.shape[-1],):
       raise ValueError(
         f"choices must be {x.shape[-1]} indices into the pool {names}, got shape {choices.shape}."

@@ -454,8 +454,7 @@ def fit(
             " finite. Lower the learning rate, or skip such steps with skip_nonfinite (--skip-nonfinite)."
           )
     stats = metrics.step_stats
-    histories = [list(h) for h in state.histories]
-    best_epochs = list(state.best_epochs)
+    histories, best_epochs = state.histories, state.best_epochs  # extended in place
     for m in range(count):
       rec = {
         "epoch": epoch,

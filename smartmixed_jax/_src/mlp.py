@@ -16,7 +16,6 @@ from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from smartmixed_jax._src import grouped, selection
 from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, as_pool, pool_names, resolve_pool
@@ -78,9 +77,7 @@ class MLPParams:
 def validate_layer_sizes(layer_sizes: Sequence[int]) -> tuple[int, ...]:
   """Checks ``(input, hidden..., output)`` sizes (Python or numpy integers) and returns a tuple of ints."""
   try:
-    raw = (
-      tuple(np.asarray(layer_sizes).tolist()) if isinstance(layer_sizes, np.ndarray) else tuple(layer_sizes)
-    )
+    raw = tuple(layer_sizes)  # operator.index below takes numpy integers too
   except TypeError:
     raise ValueError(f"layer_sizes must be a sequence of positive integers, got {layer_sizes!r}.") from None
   if len(raw) < 2:
@@ -149,7 +146,8 @@ def param_labels(params: MLPParams) -> MLPParams:
   )
 
 
-def _check_params(params, *, need_logits: bool) -> int:
+def check_params(params, *, need_logits: bool) -> int:
+  """Raises unless ``params`` are :class:`MLPParams` whose logits fit their pool; returns the pool size."""
   if not isinstance(params, MLPParams):
     raise TypeError(f"Expected MLPParams (from init_mlp), got {type(params).__name__}.")
   hidden = len(params.layers) - 1
@@ -217,7 +215,7 @@ def apply_selective(
     >>> apply_selective(params, jnp.ones((2, 4)), jax.random.key(1)).shape
     (2, 3)
   """
-  _check_params(params, need_logits=True)
+  check_params(params, need_logits=True)
   selection.check_temperature(temperature)
   fns = [fn for _, fn in resolve_pool(params.pool)]
   noise = selection.layer_noise(params.logits, key)
@@ -235,7 +233,7 @@ def sample_choices(params: MLPParams, key: jax.Array) -> list[jax.Array]:
   Returns:
     One ``[neurons]`` int array of pool indices per hidden layer.
   """
-  _check_params(params, need_logits=True)
+  check_params(params, need_logits=True)
   noise = selection.layer_noise(params.logits, key)
   return [jnp.argmax(lg + g, axis=-1) for lg, g in zip(params.logits, noise)]
 
@@ -245,7 +243,7 @@ def choices(params: MLPParams) -> list[jax.Array]:
 
   Returns one ``[neurons]`` int array per hidden layer.
   """
-  _check_params(params, need_logits=True)
+  check_params(params, need_logits=True)
   return [jnp.argmax(logits, axis=-1) for logits in params.logits]
 
 
@@ -265,7 +263,7 @@ def apply_choices(params: MLPParams, x: jax.Array, choices: Sequence[jax.Array])
   Returns:
     ``[..., output]`` output-layer logits.
   """
-  _check_params(params, need_logits=False)
+  check_params(params, need_logits=False)
   if len(choices) != len(params.layers) - 1:
     raise ValueError(
       f"choices has {len(choices)} layers but the MLP has {len(params.layers) - 1} hidden layers."
@@ -291,7 +289,7 @@ def apply_hard(params: MLPParams, x: jax.Array, *, clip: Optional[float] = None)
   Returns:
     ``[..., output]`` output-layer logits.
   """
-  candidates = _check_params(params, need_logits=True)
+  candidates = check_params(params, need_logits=True)
   fns = [fn for _, fn in resolve_pool(params.pool)]
   if clip is not None:
     fns = [lambda z, fn=fn: jnp.clip(fn(z), -clip, clip) for fn in fns]

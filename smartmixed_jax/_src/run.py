@@ -131,25 +131,16 @@ def abstract_state(config: Config, meta: dict[str, Any]) -> dict[str, Any]:
   else:
     picks = [np.asarray(c, np.int32) for c in meta["choices"]]
     params = jax.eval_shape(lambda: freeze(init(), choices=picks))
-  optimizer = make_run_optimizer(config, steps=1)
-  arrays = loop.PhaseState(
-    0, params, jax.eval_shape(optimizer.init, params), jax.random.key(0), params,
-    jax.ShapeDtypeStruct((), jnp.float32), [], [], 0.0,
-  ).arrays()  # fmt: skip
-  arrays["key"] = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0)))
+  arrays = {  # the keys of PhaseState.arrays()
+    "params": params,
+    "opt_state": jax.eval_shape(config.optimizer(1).init, params),
+    "key": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
+    "best_params": params,
+    "best_loss": jax.ShapeDtypeStruct((), jnp.float32),
+  }
   if meta["phase"] != "phase1" and not config.baseline:
     arrays["phase1_best_params"] = mlp
   return arrays
-
-
-def make_run_optimizer(config: Config, steps: int) -> optax.GradientTransformation:
-  """The run's optimizer for a phase of ``steps`` steps."""
-  return loop.make_optimizer(
-    config.learning_rate,
-    config.clip_norm,
-    decay_steps=steps if config.schedule == "cosine" else None,
-    skip_nonfinite=config.skip_nonfinite,
-  )
 
 
 def train_and_evaluate(
@@ -199,10 +190,9 @@ def train_and_evaluate(
     raise ValueError(f"batch_size {config.batch_size} exceeds the {train_examples} training examples.")
   steps_per_epoch = math.ceil(train_examples / config.batch_size)
   init_key, phase1_key, reinit_key, phase2_key = jax.random.split(jax.random.key(config.seed), 4)
-  loss_fn = functools.partial(loop.cross_entropy, softmax_output=config.softmax_output)
   common = dict(
-    splits=splits, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size, loss_fn=loss_fn,
-    progress=progress,
+    splits=splits, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
+    loss_fn=config.loss_fn, progress=progress,
   )  # fmt: skip
 
   store, restored = None, None
@@ -243,7 +233,7 @@ def train_and_evaluate(
   def train_frozen(name, model, epochs, first_step, arrays=None, meta=()):
     meta, chosen = dict(meta), [c.tolist() for c in model.choices()]  # the frozen structure, for resume
     return loop.fit(
-      model, apply=frozen_apply, optimizer=make_run_optimizer(config, epochs * steps_per_epoch),
+      model, apply=frozen_apply, optimizer=config.optimizer(epochs * steps_per_epoch),
       epochs=epochs, key=phase2_key, name=name, resume=resumed(name),
       on_epoch=checkpointing(name, first_step, arrays, {"choices": chosen} | meta),
       **common,
@@ -280,7 +270,7 @@ def train_and_evaluate(
     phase1 = loop.fit(
       init_mlp(init_key, config.layer_sizes, pool=config.pool), apply=selective,
       eval_apply=selective if config.noisy_eval else hard,
-      optimizer=make_run_optimizer(config, config.phase1_epochs * steps_per_epoch),
+      optimizer=config.optimizer(config.phase1_epochs * steps_per_epoch),
       epochs=config.phase1_epochs, key=phase1_key, epoch_stats=phase1_stats, name="phase1",
       resume=resumed("phase1"), on_epoch=checkpointing("phase1", 0), **common,
     )  # fmt: skip
