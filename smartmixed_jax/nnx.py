@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Optional, Union
 
 import jax
@@ -30,7 +31,7 @@ from smartmixed_jax._src.grouped import fixed_activation, select
 from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, as_pool, pool_names, resolve_pool
 from smartmixed_jax._src.selection import check_temperature, gumbel_straight_through, init_logits, mix
 
-__all__ = ["FrozenActivation", "Logits", "MixedActivation", "counts", "freeze"]
+__all__ = ["Choices", "FrozenActivation", "Logits", "MixedActivation", "counts", "freeze"]
 
 RngsLike = Union[nnx.Rngs, nnx.RngStream, jax.Array, None]
 
@@ -154,28 +155,49 @@ class MixedActivation(nnx.Module):
     return np.argmax(logits, -1)
 
 
+class Choices(nnx.Variable):
+  """A frozen layer's per-feature pool indices: state, but not a ``Param`` (never trained).
+
+  Because the choices are state, a frozen model's checkpoint holds them, and it
+  restores into ``nnx.eval_shape(lambda: freeze(build_model()))`` without the
+  Phase 1 logits.
+  """
+
+
 class FrozenActivation(nnx.Module):
   """Fixed per-feature activations (SmartMixed Phase 2) as an NNX layer.
 
-  Calls :func:`smartmixed_jax.fixed_activation`: sorted choices run as
-  contiguous segments, others through constant masks. The choices are static
-  (part of the graph definition), so a jit-compiled model bakes them in.
+  The choices are a :class:`Choices` variable. Called eagerly, they are
+  concrete and only the activations in use run (sorted choices as contiguous
+  segments). Under ``nnx.jit`` they are traced data: every pool activation
+  runs in one fused elementwise loop and each feature selects its own, which
+  is what lets one compiled function serve any restored choices.
 
   Args:
-    choices: per feature, its index into ``pool`` (a tuple of ints).
+    choices: per feature, its index into ``pool``.
     pool: the candidate activations.
   """
 
-  def __init__(self, choices: tuple[int, ...], pool: Pool = DEFAULT_POOL):
+  def __init__(self, choices: Union[Sequence[int], jax.Array], pool: Pool = DEFAULT_POOL):
     names = pool_names(pool)
-    self.choices = tuple(int(c) for c in choices)
-    if not self.choices or min(self.choices) < 0 or max(self.choices) >= len(names):
-      raise ValueError(f"choices must index the pool {names}, got {self.choices[:10]}...")
     self.pool = as_pool(pool)
+    if isinstance(choices, jax.core.Tracer):  # under nnx.eval_shape: an abstract model to restore into
+      self.choices = Choices(jnp.asarray(choices, jnp.int32))
+      return
+    c = np.asarray(choices)
+    integers = c.ndim == 1 and c.size > 0 and np.issubdtype(c.dtype, np.integer)
+    if not integers or c.min() < 0 or c.max() >= len(names):
+      raise ValueError(
+        f"choices must be a non-empty list of indices into the pool {names}, got {c.tolist()[:10]}."
+      )
+    self.choices = Choices(jnp.asarray(c, jnp.int32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[..., features] -> [..., features]``."""
-    return fixed_activation(x, self.choices, pool=self.pool)
+    choices = self.choices[...]
+    if not isinstance(choices, jax.core.Tracer):
+      choices = np.asarray(choices)
+    return fixed_activation(x, choices, pool=self.pool)
 
 
 def _edges(model: nnx.Module) -> list[tuple[object, object, nnx.Module]]:
@@ -236,7 +258,7 @@ def _permute_sandwiches(model: nnx.Module, edges) -> None:
         continue
       if any(references.get(id(layer), 0) != 1 for layer in (before, act, after)):
         continue
-      perm = np.argsort(act.choices(), kind="stable")
+      perm = jnp.argsort(_choices(act), stable=True)
       out_axis, _ = _feature_axes(before)
       _, in_axis = _feature_axes(after)
       before.kernel.set_value(jnp.take(before.kernel[...], perm, axis=out_axis))
@@ -244,6 +266,12 @@ def _permute_sandwiches(model: nnx.Module, edges) -> None:
         before.bias.set_value(before.bias[...][perm])
       after.kernel.set_value(jnp.take(after.kernel[...], perm, axis=in_axis))
       act.logits.set_value(act.logits[...][perm])
+
+
+def _choices(act: MixedActivation) -> Union[np.ndarray, jax.Array]:
+  """``act.choices()``, or its traced equivalent inside ``nnx.eval_shape`` (an abstract model)."""
+  logits = act.logits[...]
+  return jnp.argmax(logits, -1) if isinstance(logits, jax.core.Tracer) else act.choices()
 
 
 def freeze(model: nnx.Module) -> nnx.Module:
@@ -256,7 +284,10 @@ def freeze(model: nnx.Module) -> nnx.Module:
   LoRA layer, a shared layer or activation) the features keep their places
   and each is selected by a constant mask. Either way the frozen model
   computes what the evaluation-mode model computes. A shared activation
-  stays shared. ``model`` is left untouched.
+  stays shared. ``model`` is left untouched. The choices are state
+  (:class:`Choices`), so the frozen model checkpoints like any other; inside
+  ``nnx.eval_shape`` ``freeze`` builds the abstract frozen model to restore
+  such a checkpoint into.
 
   Args:
     model: any NNX module containing :class:`MixedActivation` layers.
@@ -269,18 +300,18 @@ def freeze(model: nnx.Module) -> nnx.Module:
   """
   frozen = nnx.clone(model)
   if isinstance(frozen, MixedActivation):
-    return FrozenActivation(tuple(frozen.choices().tolist()), frozen.pool)
+    return FrozenActivation(_choices(frozen), frozen.pool)
   edges = _edges(frozen)
   for _, _, child in edges:
     if isinstance(child, MixedActivation):
-      child.choices()  # refuses batched or non-finite logits before anything changes
+      _choices(child)  # refuses batched or non-finite logits before anything changes
   _permute_sandwiches(frozen, edges)
   replacement: dict[int, FrozenActivation] = {}
   for parent, key, child in edges:
     if not isinstance(child, MixedActivation):
       continue
     if id(child) not in replacement:
-      replacement[id(child)] = FrozenActivation(tuple(child.choices().tolist()), child.pool)
+      replacement[id(child)] = FrozenActivation(_choices(child), child.pool)
     if isinstance(parent, nnx.Module) and isinstance(key, str):
       setattr(parent, key, replacement[id(child)])
     else:
@@ -293,7 +324,7 @@ def counts(model: nnx.Module) -> list[dict[str, int]]:
   out = []
   for _, node in nnx.iter_graph(model):
     if isinstance(node, (MixedActivation, FrozenActivation)):
-      picks = node.choices() if isinstance(node, MixedActivation) else np.asarray(node.choices)
+      picks = node.choices() if isinstance(node, MixedActivation) else np.asarray(node.choices[...])
       names = pool_names(node.pool)
       out.append(dict(zip(names, np.bincount(picks, minlength=len(names)).tolist())))
   return out

@@ -72,3 +72,41 @@ def test_archs_lists_all_eighteen(capsys):
   assert cli.main(["archs"]) == 0
   lines = capsys.readouterr().out.splitlines()
   assert len(lines) == 18 and "wide_5layer" in lines[8]
+
+
+def test_version_flag(capsys):
+  import smartmixed_jax as sm
+
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["--version"])
+  assert exit_info.value.code == 0
+  assert capsys.readouterr().out.strip() == f"smartmixed_jax {sm.__version__}"
+
+
+def test_pool_flag_trains_on_the_given_activations(tmp_path, mnist_cache):
+  out = tmp_path / "run"
+  argv = ["train", "--arch", "32", *FAST, "--pool", "relu,gelu,silu", "--out", str(out)]
+  assert cli.main([*argv, "--data-dir", str(mnist_cache)]) == 0
+  results = json.loads((out / "results.json").read_text())
+  assert results["config"]["pool"] == ["relu", "gelu", "silu"]
+  assert list(results["activation_counts"][0]) == ["relu", "gelu", "silu"]
+  assert sum(results["activation_counts"][0].values()) == 32
+
+
+def test_bad_pool_is_refused_naming_the_choices(tmp_path, capsys):
+  assert cli.main(["train", "--pool", "relu,swish", "--out", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "swish" in err and "gelu" in err
+  assert not any(tmp_path.iterdir())
+
+
+def test_dataset_flag_selects_the_data_set(tmp_path, capsys):
+  from pathlib import Path
+
+  if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+    pytest.skip("Debian's dataset-fashion-mnist is not installed (make test installs it)")
+  out = tmp_path / "run"
+  argv = ["train", "--arch", "32", *FAST, "--dataset", "fashion_mnist", "--out", str(out)]
+  assert cli.main([*argv, "--data-dir", str(tmp_path / "cache")]) == 0
+  assert "fashion_mnist from" in capsys.readouterr().out
+  assert json.loads((out / "results.json").read_text())["config"]["dataset"] == "fashion_mnist"

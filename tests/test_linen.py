@@ -54,3 +54,39 @@ def test_fixed_activation_grouped_or_not_agree():
   scattered = sm.fixed_activation(x, choices, pool=sm.DEFAULT_POOL)
   grouped = sm.fixed_activation(x[:, order], tuple(np.asarray(choices)[order]), pool=sm.DEFAULT_POOL)
   chex.assert_trees_all_close(grouped, scattered[:, order])
+
+
+class Deep(nn.Module):
+  """Two mixed activations, one inside a submodule."""
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    x = nn.Dense(16)(x)
+    x = slinen.MixedActivation(name="first")(x, deterministic=not train)
+    x = Net(name="body")(x.reshape(x.shape[0], 2, 2, 4), train)
+    return x
+
+
+def test_linen_freeze_is_the_evaluated_model_and_drops_the_logits():
+  x = jax.random.normal(jax.random.key(0), (3, 7))
+  variables = Deep().init({"params": jax.random.key(1)}, x, train=False)
+  variables = jax.tree.map(lambda v: v, variables)
+  params = variables["params"]
+  params["first"]["logits"] = jax.random.normal(jax.random.key(2), (16, 6))
+  params["body"]["act"]["logits"] = jax.random.normal(jax.random.key(3), (8, 6))
+  evaluated = Deep().apply(variables, x, train=False)
+  module, frozen = slinen.freeze(Deep(), variables)
+  assert "first" not in frozen["params"] and "act" not in frozen["params"]["body"]
+  # Fixed in any mode, under jit, with no RNG.
+  out = jax.jit(lambda v, x: module.apply(v, x, train=True))(frozen, x)
+  chex.assert_trees_all_close(out, evaluated, atol=1e-5)
+  expected = {"first": np.bincount(np.argmax(params["first"]["logits"], -1), minlength=6).tolist()}
+  got = slinen.counts(frozen)
+  assert list(got["first"].values()) == expected["first"]
+  assert set(got) == {"first", "body/act"} and sum(got["body/act"].values()) == 8
+  assert slinen.counts(variables) == got  # the same counts before freezing
+  with np.testing.assert_raises_regex(ValueError, "nothing to freeze"):
+    slinen.freeze(Deep(), frozen)
+  params["first"]["logits"] = params["first"]["logits"].at[0, 0].set(jnp.nan)
+  with np.testing.assert_raises_regex(ValueError, "not finite"):
+    slinen.freeze(Deep(), variables)

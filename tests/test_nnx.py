@@ -67,9 +67,9 @@ def test_frozen_model_equals_the_evaluated_model(make, shape, permuted):
   acts = [n for _, n in nnx.iter_graph(frozen) if isinstance(n, snx.FrozenActivation)]
   assert acts and not [n for _, n in nnx.iter_graph(frozen) if isinstance(n, snx.MixedActivation)]
   for act in acts:
-    grouped = list(act.choices) == sorted(act.choices)
-    assert grouped == permuted
-    assert len(set(act.choices)) > 1
+    choices = act.choices[...].tolist()
+    assert (choices == sorted(choices)) == permuted
+    assert len(set(choices)) > 1
   # The input model is untouched.
   assert [n for _, n in nnx.iter_graph(model) if isinstance(n, snx.MixedActivation)]
   chex.assert_trees_all_close(model(x), expected)
@@ -147,3 +147,32 @@ def test_checkpoint_round_trip(tmp_path):
   x = jnp.ones((2, 12))
   np.testing.assert_array_equal(fresh(x), model(x))
   np.testing.assert_array_equal(fresh.layers[1].choices(), model.layers[1].choices())
+
+
+def test_frozen_checkpoint_restores_without_phase1_state(tmp_path):
+  import orbax.checkpoint as ocp
+
+  model = _randomise(_linear_chain())
+  model.eval()
+  frozen = snx.freeze(model)
+  assert isinstance(frozen.layers[1].choices, snx.Choices)
+  assert not isinstance(frozen.layers[1].choices, nnx.Param)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(tmp_path / "frozen", nnx.state(frozen))
+  checkpointer.wait_until_finished()
+  # A fresh process knows only the architecture: freeze it abstractly, then restore.
+  abstract = nnx.eval_shape(lambda: snx.freeze(_linear_chain()))
+  graphdef, abstract_state = nnx.split(abstract)
+  restored = nnx.merge(graphdef, checkpointer.restore(tmp_path / "frozen", abstract_state))
+  x = jax.random.normal(jax.random.key(3), (5, 12))
+  np.testing.assert_array_equal(restored(x), frozen(x))
+  chex.assert_trees_all_close(nnx.jit(lambda m, x: m(x))(restored, x), model(x), atol=1e-5, rtol=1e-5)
+  assert snx.counts(restored) == snx.counts(model)
+  assert not nnx.state(restored, snx.Logits)  # no Phase 1 state left
+
+
+def test_frozen_activation_refuses_bad_choices():
+  with pytest.raises(ValueError, match="indices into the pool"):
+    snx.FrozenActivation((0, 6), pool=sm.DEFAULT_POOL)
+  with pytest.raises(ValueError, match="indices into the pool"):
+    snx.FrozenActivation(())
