@@ -127,6 +127,10 @@ def _seed_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
   return dict(zip(("init", "phase1", "reinit", "phase2"), split.T))
 
 
+def _layer_keys(keys: jax.Array, layer: int) -> jax.Array:
+  return jax.vmap(lambda key: jax.random.fold_in(key, layer))(keys)
+
+
 def _counts(per_neuron: Sequence[np.ndarray], k: int) -> list[list[int]]:
   """Per layer, how many neurons use each of the ``k`` activations."""
   return [np.bincount(np.asarray(c), minlength=k).tolist() for c in per_neuron]
@@ -139,14 +143,18 @@ def run_smartmixed(
   splits: dict[str, tuple[jax.Array, jax.Array]],
   *,
   ablation: bool = True,
+  controls: bool = True,
   progress: bool = True,
 ) -> dict[int, dict[str, Any]]:
   """Phase 1 of every seed as one program, then every Phase 2 variant as one.
 
   The variants: the preset's Phase 2 (argmax freeze; weights carried over or
-  re-initialised as the preset says) and, with ``ablation``, the most
-  frequent Phase 1 sample of the last epoch as freeze rule, and the other
-  weight initialisation. All variants of a seed share its data order.
+  re-initialised as the preset says); with ``ablation``, the most frequent
+  Phase 1 sample of the last epoch as freeze rule, and the other weight
+  initialisation; with ``controls``, the learned choices shuffled within each
+  layer (same proportions) and uniformly random choices (the random-mixture
+  control), plus Phase 1 continued unfrozen for Phase 2's epochs. All
+  variants of a seed share its Phase 2 data order.
   """
   config = make(arch, seed=seeds[0])
   pool, k = config.pool, len(config.pool)
@@ -164,10 +172,12 @@ def run_smartmixed(
   def sampled(p, key):
     return [jax.nn.one_hot(c, k, dtype=jnp.int32) for c in sm.sample_choices(p, key)]
 
-  def phase1_stats(p, samples):
+  def phase1_stats(p, samples, before):
+    samples = jax.device_get(samples)
     return {
       "argmax_counts": _counts(sm.choices(p), k),
-      "sample_shares": [(s.sum(0) / s.sum()).round(5).tolist() for s in jax.device_get(samples)],
+      "sample_shares": [(s.sum(0) / s.sum()).round(5).tolist() for s in samples],
+      "selection": sm.selection_diagnostics(p.logits, previous=before.logits, samples=samples),
     }
 
   phase1 = train_cohort(
@@ -175,15 +185,27 @@ def run_smartmixed(
     keys=keys["phase1"], splits=splits, config=config, epochs=config.phase1_epochs, step_stats=sampled,
     epoch_stats=phase1_stats, desc=f"{arch} phase1", progress=progress,
   )  # fmt: skip
+  argmax = sm.choices(phase1.best_params)
+  control_keys = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, 7)))(keys["reinit"])
   rules = {
-    "argmax": sm.choices(phase1.best_params),
+    "argmax": argmax,
     "most_frequent": [jnp.argmax(counts, axis=-1) for counts in phase1.last_step_stats],
+    # Controls: the learned choices shuffled within each layer (same proportions), and uniform ones.
+    "shuffled": [
+      jax.vmap(jax.random.permutation)(_layer_keys(control_keys[:, 0], i), c) for i, c in enumerate(argmax)
+    ],
+    "random": [
+      jax.vmap(lambda key, c: jax.random.randint(key, c.shape, 0, k))(_layer_keys(control_keys[:, 1], i), c)
+      for i, c in enumerate(argmax)
+    ],
   }
   preset_init = "reinit" if config.reinit_phase2 else "carry"
   other_init = "carry" if config.reinit_phase2 else "reinit"
   variants = [(MAIN_RULE, preset_init)]
   if ablation:
     variants += [("most_frequent", preset_init), (MAIN_RULE, other_init)]
+  if controls:
+    variants += [("shuffled", preset_init), ("random", preset_init)]
   weights_only = lambda p: dataclasses.replace(p, logits=())  # noqa: E731
   inits = {
     "carry": weights_only(phase1.best_params),
@@ -197,7 +219,14 @@ def run_smartmixed(
     keys=jnp.concatenate([keys["phase2"]] * len(variants)),
     splits=splits, config=config, epochs=config.phase2_epochs, desc=f"{arch} phase2", progress=progress,
   )  # fmt: skip
-  seconds = phase1.seconds + phase2.seconds
+  continued = None
+  if controls:  # Phase 1 goes on, unfrozen, on Phase 2's schedule and data order
+    continued = train_cohort(
+      phase1.best_params, apply=selective, eval_apply=selective if config.noisy_eval else hard,
+      keys=keys["phase2"], splits=splits, config=config, epochs=config.phase2_epochs,
+      desc=f"{arch} phase1 continued", progress=progress,
+    )  # fmt: skip
+  seconds = phase1.seconds + phase2.seconds + (continued.seconds if continued else 0.0)
   runs = {}
   for i, seed in enumerate(seeds):
     per_rule = {rule: [np.asarray(c[i]) for c in rules[rule]] for rule in RULES}
@@ -208,6 +237,7 @@ def run_smartmixed(
       phase2_runs[f"{rule}/{init}"] = phase2.record(m)
     main = f"{MAIN_RULE}/{preset_init}"
     runs[seed] = {
+      **({"phase1_continued": continued.record(i)} if continued else {}),
       "model": "smartmixed",
       "config": make(arch, seed=seed).to_dict(),
       "phase1": phase1.record(i),
@@ -306,6 +336,7 @@ def sweep(
   preset: str = "recommended",
   group_baselines: bool = True,
   ablation: bool = True,
+  controls: bool = True,
   progress: bool = True,
 ) -> int:
   """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote."""
@@ -320,6 +351,7 @@ def sweep(
     "train_examples": int(splits["train"][1].shape[0]),
     "group_baselines": group_baselines,
     "ablation": ablation,
+    "controls": controls,
     "backend": jax.default_backend(),
     "device": str(jax.devices()[0].device_kind),
   }
@@ -341,7 +373,7 @@ def sweep(
     )
     if kind == "smartmixed":
       for seed, record in run_smartmixed(
-        arch, items, make, splits, ablation=ablation, progress=progress
+        arch, items, make, splits, ablation=ablation, controls=controls, progress=progress
       ).items():
         _write_run(out, arch, seed, record)
         written += 1
@@ -418,6 +450,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="skip the freeze-rule and weight-initialisation variants of Phase 2",
   )
   parser.add_argument(
+    "--no-controls",
+    dest="controls",
+    action="store_false",
+    help="skip the controls: shuffled and random choices in Phase 2, Phase 1 continued unfrozen",
+  )
+  parser.add_argument(
     "--speedup", action="store_true", help="time vmapped vs one-by-one training; no results"
   )
   parser.add_argument("--no-report", dest="report", action="store_false")
@@ -441,7 +479,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   start = time.perf_counter()
   written = sweep(
     out, data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset,
-    group_baselines=args.group_baselines, ablation=args.ablation, progress=args.progress,
+    group_baselines=args.group_baselines, ablation=args.ablation, controls=args.controls,
+    progress=args.progress,
   )  # fmt: skip
   print(f"{written} runs written to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
   if args.report:

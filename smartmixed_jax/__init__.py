@@ -14,6 +14,7 @@ __version__ = "0.2.0"
 
 from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, Config, make_config
 from smartmixed_jax._src.data import DataError, Dataset, Split, load_dataset, load_mnist
+from smartmixed_jax._src.diagnostics import selection_diagnostics
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
 from smartmixed_jax._src.grouped import fixed_activation
 from smartmixed_jax._src.loop import (
@@ -38,6 +39,7 @@ from smartmixed_jax._src.mlp import (
 )
 from smartmixed_jax._src.pool import ACTIVATIONS, DEFAULT_POOL, Pool, pool_names
 from smartmixed_jax._src.run import RunResult, device_splits, train_and_evaluate
+from smartmixed_jax._src.rundir import RunBusyError, Stopped
 from smartmixed_jax._src.selection import gumbel_straight_through, mix
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
   "choices",
   "sample_choices",
   "param_labels",
+  "selection_diagnostics",
   "gumbel_straight_through",
   "mix",
   # Freeze and Phase 2.
@@ -78,6 +81,8 @@ __all__ = [
   "make_config",
   "train_and_evaluate",
   "RunResult",
+  "RunBusyError",
+  "Stopped",
   "device_splits",
   "DataError",
   "Dataset",

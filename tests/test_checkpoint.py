@@ -77,7 +77,26 @@ def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path, mnist, c
     if path.is_file():
       path.write_bytes(b"\0garbage")
   result = sm.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
-  assert f"checkpoint {steps[-1]} in" in capfd.readouterr().err
+  err = capfd.readouterr().err
+  assert err.count("\n") == 1 and f"checkpoint {steps[-1]} is damaged (unreadable" in err, err  # one line
+  assert (tmp_path / "checkpoints" / f"{steps[-1]}.damaged").is_dir()  # set aside, not deleted
+  assert _without_timings(result.summary()) == _without_timings(uninterrupted)
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_detected_by_its_digest(tmp_path, mnist, capfd):
+  config = _config(phase2_epochs=1)
+  uninterrupted = sm.train_and_evaluate(config, mnist, progress=False).summary()
+  sm.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
+  newest = tmp_path / "checkpoints" / "4"
+  data = max(
+    (p for p in newest.rglob("*") if p.is_file() and "array" in str(p)), key=lambda p: p.stat().st_size
+  )
+  raw = bytearray(data.read_bytes())
+  raw[len(raw) // 2] ^= 0x10  # one bit, mid-file: the file still reads
+  data.write_bytes(bytes(raw))
+  result = sm.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
+  err = capfd.readouterr().err
+  assert err.count("\n") == 1 and "checkpoint 4 is damaged (its arrays do not match the digest" in err, err
   assert _without_timings(result.summary()) == _without_timings(uninterrupted)
 
 

@@ -141,7 +141,7 @@ CASES = [
   (
     "resume without a run (cli)",
     _cli("train", "--resume", "/nonexistent/run"),
-    r"no run there .*config.json is missing",
+    r"no run to continue there .*config.json is missing",
   ),
 ]
 

@@ -87,26 +87,58 @@ def test_accuracy_table_and_paired_spread():
   stat = table["small_3layer"]["smartmixed"]
   assert stat.n == 2 and stat.mean == pytest.approx(0.96) and stat.std == pytest.approx(math.sqrt(2) * 0.01)
   assert stat.fmt() == "96.00 ± 1.41"
-  assert report.Stat([0.02, 0.021]).within_spread() is False
-  assert report.Stat([0.02, -0.01]).within_spread() is True
+  # 95% CI with t(0.975, 1 dof) = 12.71: [0.02, 0.021] excludes 0; [0.02, -0.01] does not.
+  narrow = report.Stat([0.02, 0.021])
+  assert narrow.ci95() == pytest.approx(12.7062 * 0.0005, rel=1e-4) and narrow.excludes_zero()
+  assert narrow.fmt_ci() == "+2.05 [+1.41, +2.69]"
+  assert not report.Stat([0.02, -0.01]).excludes_zero() and not report.Stat([0.3]).excludes_zero()
   assert report.Stat([0.5]).fmt() == "50.00 (n = 1)"
 
 
+def test_holm_and_paired_counts():
+  # Holm: the i-th smallest p (from 0) is compared with 0.05 / (m - i), stopping at the first failure.
+  assert report.holm({"a": 0.01, "b": 0.02, "c": 0.06}) == {"a", "b"}
+  assert report.holm({"a": 0.01, "b": 0.02, "c": 0.04}) == {"a", "b", "c"}
+  assert report.holm({"a": 0.03, "b": 0.03}) == set()  # 0.03 > 0.05 / 2
+  assert report.paired_p([0.01, 0.01, 0.01]) == 0.0 and report.paired_p([0.0, 0.0]) == 1.0
+  assert report.paired_p([0.01, 0.02, 0.03]) == pytest.approx(0.0742, abs=1e-3)
+
+
+def test_friedman_on_hand_made_results():
+  fr = report.friedman(_hand_runs(), report.MODELS)
+  assert fr["archs"] == 2
+  # small_3layer means: leaky 0.975 > smartmixed = relu 0.96 (both rank 2.5) > tanh > elu > selu > sigmoid.
+  assert fr["mean_ranks"]["sigmoid"] == 7.0 and fr["mean_ranks"]["smartmixed"] == pytest.approx((2.5 + 1) / 2)
+  assert fr["cd"] == pytest.approx(2.949 * math.sqrt(7 * 8 / 12)) and 0 < fr["p"] < 1
+
+
+def _smart(seed, p1, val=0.97, first=(3, 0, 0, 1, 0, 0)):
+  best = lambda test: {"test_accuracy": test, "val_accuracy": val, "epoch": 1}  # noqa: E731
+  return _run("wide_2layer", "smartmixed", seed, 0.98, phase1={"best": best(p1)},
+              phase2={"argmax/carry": {"best": best(0.98)}}, main="argmax/carry",
+              choices={"argmax": [list(first), [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 2]]})  # fmt: skip
+
+
 def test_phase_gain_and_depth_shares():
-  runs = [
-    _run("wide_2layer", "smartmixed", s, 0.98, phase1={"best": {"test_accuracy": p1}},
-         phase2={"argmax/carry": {"best": {"test_accuracy": 0.98}}}, main="argmax/carry",
-         choices={"argmax": [[3, 0, 0, 1, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 2]]})
-    for s, p1 in ((0, 0.95), (1, 0.96))
-  ]  # fmt: skip
+  runs = [_smart(0, 0.95), _smart(1, 0.96)]
   gain = report.paired(runs, report.phase_test("phase2"), report.phase_test("phase1"))
   assert gain["all"].mean == pytest.approx(0.025) and gain["all"].n == 2
-  shares = report.depth_shares(runs, bins=3)  # layer centres 1/6, 1/2, 5/6: one bin each
+  shares, counts = report.depth_shares(runs, bins=3)  # layer centres 1/6, 1/2, 5/6: one bin each
   np.testing.assert_allclose(shares[:, 0], [0.75, 0, 0, 0.25, 0, 0])
   np.testing.assert_allclose(shares[:, 1], [0, 0, 0, 0, 0.5, 0.5])
   np.testing.assert_allclose(shares[:, 2], [0, 0, 0, 0, 0, 1])
+  assert counts.tolist() == [2, 2, 2]
   early = report.first_last_shares(runs, report.EARLY)
   assert early["first"].mean == pytest.approx(1.0) and early["last"].mean == 0.0
+  assert early["shift"].mean == pytest.approx(1.0) and early["rise"].mean == pytest.approx(-1.0)
+
+
+def test_failed_runs_are_left_out_of_the_preferences():
+  runs = [_smart(0, 0.95), _smart(1, 0.96), _smart(2, 0.1, val=0.11, first=(0, 0, 0, 0, 4, 0))]
+  assert [report.failed(r) for r in runs] == [False, False, True]
+  shares, counts = report.depth_shares(runs, bins=3)
+  assert counts.tolist() == [2, 2, 2] and shares[4, 0] == 0.0  # the failed run's elu layer is not counted
+  assert report.first_last_shares(runs, report.EARLY)["first"].n == 2
 
 
 def test_architecture_by_number_or_name():
@@ -141,10 +173,14 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   kwargs = dict(archs=archs, seeds=seeds, budget="tiny", group_baselines=True, progress=False)
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 2 * 7 * 2
   runs = report.load_runs(tmp_path)
-  assert len(runs) == 28
+  assert len(runs) == 28 + 4  # and the random-mixture control of each SmartMixed run
+  assert sum(r["model"] == report.CONTROL for r in runs) == 4
   smart = json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", 1).read_text())
   assert smart["arch_number"] == 4 and smart["config"]["seed"] == 1 and smart["config"]["train_limit"] == 512
-  assert set(smart["phase2"]) == {"argmax/carry", "most_frequent/carry", "argmax/reinit"}
+  assert set(smart["phase2"]) == {"argmax/carry", "most_frequent/carry", "argmax/reinit", "shuffled/carry",
+                                  "random/carry"}  # fmt: skip
+  assert smart["phase1_continued"]["epochs"] == 1
+  assert set(smart["phase1"]["history"][1]["selection"][0]) >= {"entropy", "p_argmax", "argmax_changed"}
   assert [len(layer) for layer in smart["phase1"]["history"][1]["argmax_counts"]] == [6, 6]
   assert [sum(layer) for layer in smart["choices"]["most_frequent"]] == [256, 128]
   assert 0.3 < smart["final"]["test_accuracy"] <= 1 and smart["final"] == {
@@ -161,8 +197,10 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   path = report.write_report(tmp_path)
   text = path.read_text()
   for heading in ("four claims", "Accuracy per architecture", "Rankings", "Phase 1 vs Phase 2",
-                  "Layer-wise preferences", "Freeze rules", "Compute"):  # fmt: skip
+                  "Layer-wise preferences", "Has the selection happened?", "Freeze rules",
+                  "Controls: do the learned choices help?", "Compute"):  # fmt: skip
     assert f"## {heading}" in text or heading in text
   for png in ("accuracy", "rank_counts", "phase1_vs_phase2", "depth_heatmap", "phase1_trajectories"):
     assert (tmp_path / f"{png}.png").stat().st_size > 1000
   assert "| small_3layer |" in text and "nan" not in text.lower()
+  assert "not supported at this budget" in text and "Friedman's test" in text and "random_mixture" in text

@@ -153,3 +153,61 @@ def test_step_stats_count_the_sampled_activations():
   plain_after, _, plain_metrics = plain(params, opt.init(params), x, y, jax.random.key(2), 0)
   assert plain_metrics.step_stats is None
   chex.assert_trees_all_equal(after, plain_after)
+
+
+def _with(mnist, split, x=None, y=None):
+  old = getattr(mnist, split)
+  return mnist._replace(**{split: sm.Split(old.x if x is None else x, old.y if y is None else y)})
+
+
+def _nan_pixel(m):
+  x = m.validation.x.copy()
+  x[3, 5] = np.nan
+  return _with(m, "validation", x=x)
+
+
+@pytest.mark.parametrize(
+  "bad, match",
+  [
+    (_nan_pixel, r"validation inputs hold non-finite values \(in 1 examples\)"),
+    (lambda m: _with(m, "train", y=np.where(np.arange(len(m.train.y)) == 7, 10, m.train.y)),
+     r"train labels must be integers in \[0, 10\); got int\d+ in \[0, 10\]"),
+    (lambda m: _with(m, "test", y=m.test.y[:-1]),
+     r"test split has 10000 inputs but labels of shape \[9999\]"),
+    (lambda m: _with(m, "validation", x=m.validation.x[:0], y=m.validation.y[:0]),
+     "validation split is empty"),
+    (lambda m: _with(m, "train", y=m.train.y.astype(np.float32)), r"train labels must be integers"),
+  ],
+  ids=["nan-in-validation", "label-out-of-range", "length-mismatch", "empty-validation", "float-labels"],
+)  # fmt: skip
+def test_bad_data_is_refused_before_training(bad, match, mnist, tmp_path):
+  with pytest.raises(ValueError, match=match):
+    sm.train_and_evaluate(_tiny(), bad(mnist), workdir=tmp_path / "run", progress=False)
+  assert not (tmp_path / "run").exists()  # a refused run writes nothing
+
+
+@pytest.mark.parametrize(
+  "overrides, match",
+  [
+    (dict(seed=2**32), r"seed must be an integer in \[0, 2\*\*32\), got 4294967296"),
+    (dict(seed=2**64), r"seed must be an integer in \[0, 2\*\*32\)"),
+    (dict(seed=-1), r"seed must be an integer in \[0, 2\*\*32\), got -1"),
+    (dict(temperature=1e-30), r"temperature must be >= 0.001 \(softmax overflows below\), got 1e-30"),
+    (dict(final_temperature=1e-30), r"final_temperature must be >= 0.001"),
+  ],
+)
+def test_seeds_and_temperatures_out_of_range(overrides, match):
+  with pytest.raises(ValueError, match=match):
+    _tiny(**overrides)
+
+
+def test_a_pool_entry_returning_nan_is_refused():
+  with pytest.raises(ValueError, match=r"Activation 'bad' is not finite on \[-3, 3\]"):
+    sm.init_mlp(jax.random.key(0), (4, 3, 2), pool=("relu", ("bad", lambda x: jnp.log(x))))
+
+
+def test_nan_logits_are_refused_by_freeze():
+  params = sm.init_mlp(jax.random.key(0), (4, 3, 2))
+  params = dataclasses.replace(params, logits=(params.logits[0].at[1, 2].set(jnp.nan),))
+  with pytest.raises(ValueError, match=r"logits\[0\] are not finite"):
+    sm.freeze(params)

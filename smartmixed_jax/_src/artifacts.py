@@ -5,6 +5,7 @@
 - ``choices.csv``: every hidden neuron's activation;
 - ``activation_shares.png``: per-layer share of each activation;
 - ``activation_trajectory.png``: Phase 1 per-epoch shares, per layer;
+- ``selection.png``: Phase 1 per-epoch selection diagnostics, per layer;
 - ``curves.png``: loss and accuracy per epoch, both phases.
 
 Every file is written atomically.
@@ -20,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from smartmixed_jax._src.data import atomic_write_bytes
 from smartmixed_jax._src.pool import pool_names
-from smartmixed_jax._src.run import RESULTS_FILE, write_json
+from smartmixed_jax._src.run import write_json
+from smartmixed_jax._src.rundir import RESULTS_FILE
 
 if TYPE_CHECKING:
   from smartmixed_jax._src.run import RunResult
@@ -132,6 +134,44 @@ def plot_activation_trajectory(path: os.PathLike, history: list[dict[str, Any]],
   save_figure(fig, path)
 
 
+SELECTION_PANELS = (
+  ("entropy", "entropy of softmax(logits) / log k", "1 = undecided (uniform)"),
+  ("p_argmax", "P(a step samples the argmax)", "1/k = undecided"),
+  ("argmax_changed", "share of argmax changed since last epoch", "0 = settled"),
+  ("sample_agreement", "argmax = most-sampled activation", "1/k by chance"),
+)
+
+
+def plot_selection(path: os.PathLike, history: list[dict[str, Any]], k: int, title: str) -> None:
+  """Phase 1's selection diagnostics per epoch, one line per hidden layer."""
+  from matplotlib.ticker import MaxNLocator
+
+  plt = pyplot()
+  rows = [r for r in history if "selection" in r]
+  layers = len(rows[0]["selection"]) if rows else 0
+  fig, axes = plt.subplots(1, len(SELECTION_PANELS), figsize=(4 * len(SELECTION_PANELS), 3.4))
+  cmap = plt.get_cmap("viridis")
+  for ax, (key, label, note) in zip(axes, SELECTION_PANELS):
+    for layer in range(layers):
+      points = [(r["epoch"], r["selection"][layer][key]) for r in rows if key in r["selection"][layer]]
+      if points:
+        xs, ys = zip(*points)
+        ax.plot(
+          xs, ys, marker="o", markersize=3, color=cmap(layer / max(layers - 1, 1)), label=f"layer {layer + 1}"
+        )
+    if key in ("p_argmax", "sample_agreement"):
+      ax.axhline(1 / k, color="grey", linestyle=":", linewidth=1)
+    ax.set_title(label, fontsize=9)
+    ax.set_xlabel(f"Phase 1 epoch ({note})", fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+  axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+  fig.suptitle(title)
+  fig.tight_layout()
+  save_figure(fig, path)
+
+
 def plot_curves(path: os.PathLike, result: RunResult) -> None:
   """Loss and accuracy per epoch for every phase, phases laid end to end; the
   selected epochs marked, with their test accuracy."""
@@ -190,5 +230,7 @@ def write_run(out_dir: os.PathLike, result: RunResult) -> dict[str, Any]:
   phase1 = [p for p in result.phases if p.name == "phase1"]
   if phase1:
     plot_activation_trajectory(out / "activation_trajectory.png", phase1[0].histories[0], names)
+    plot_selection(out / "selection.png", phase1[0].histories[0], len(names),
+                   f"{result.config.arch}: has the selection happened? (dotted: 1/k)")  # fmt: skip
   write_json(out / RESULTS_FILE, summary)  # last: its presence marks a finished run
   return summary

@@ -2,23 +2,87 @@
 
 A checkpoint holds a pytree of arrays (parameters, optimizer state, PRNG key,
 best parameters so far) and JSON metadata (phase, epoch, history, best
-metrics). Orbax writes each one to a temporary directory and renames it when
-complete, so a process killed mid-write leaves the previous checkpoints
-intact; only the newest ``max_to_keep`` are kept.
+metrics, a SHA-256 digest of the arrays). Orbax writes each one to a
+temporary directory and renames it when complete, so a process killed
+mid-write leaves the previous checkpoints intact; only the newest
+``max_to_keep`` are kept. A checkpoint that fails to read or to match its
+digest is named in one line, moved aside (``N.damaged``, never deleted) and
+the next older one is used.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
+import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
 
 import jax
+import numpy as np
 
 log = logging.getLogger(__name__)
+
+DIGEST = "arrays_sha256"
+"""The metadata key of a checkpoint's digest."""
+
+
+def digest(leaves: list[Any]) -> str:
+  """SHA-256 of arrays: dtype, shape and bytes of each, in order."""
+  h = hashlib.sha256()
+  for leaf in leaves:
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    a = np.asarray(leaf)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+  return h.hexdigest()
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[None]:
+  """Holds what anything (Python, C++ threads) writes to stderr in the block; replays it unless it fails.
+
+  A failed write (disk full) makes orbax's worker threads print pages of
+  tracebacks; the caller reports the failure in one line instead.
+  """
+  sys.stderr.flush()
+  saved = os.dup(2)
+  held = os.memfd_create("stderr") if hasattr(os, "memfd_create") else os.open(os.devnull, os.O_WRONLY)
+  os.dup2(held, 2)
+  failed = False
+  try:
+    yield
+  except BaseException:
+    failed = True
+    raise
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+    if not failed and hasattr(os, "memfd_create"):
+      os.lseek(held, 0, os.SEEK_SET)
+      while chunk := os.read(held, 1 << 16):
+        os.write(2, chunk)
+    os.close(held)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+  """Silences orbax's and absl's logging of a failed read (we report it in one line)."""
+  loggers = [logging.getLogger(name) for name in ("absl", "orbax", "orbax.checkpoint", "jax")]
+  levels = [logger.level for logger in loggers]
+  for logger in loggers:
+    logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    for logger, level in zip(loggers, levels):
+      logger.setLevel(level)
 
 
 class Restored(NamedTuple):
@@ -69,19 +133,53 @@ class Checkpoints:
     ocp = self._ocp
     if step in self._manager.all_steps():
       self._manager.delete(step)
-    flat = {f"{i:05d}": leaf for i, leaf in enumerate(jax.tree.leaves(arrays))}
-    self._manager.save(
-      step,
-      args=ocp.args.Composite(arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
-      force=True,
-    )
-    self._manager.wait_until_finished()
+    leaves = jax.tree.leaves(arrays)
+    flat = {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}
+    meta = {**meta, DIGEST: digest(leaves)}
+    try:
+      with _stderr_held(), _quiet():
+        self._manager.save(
+          step,
+          args=ocp.args.Composite(arrays=ocp.args.StandardSave(flat), meta=ocp.args.JsonSave(meta)),
+          force=True,
+        )
+        self._manager.wait_until_finished()
+    except BaseException:  # disk full, read-only, interrupted: no half-written directory stays behind
+      for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
+        shutil.rmtree(partial, ignore_errors=True)
+      raise
+
+  def _read_meta(self, step: int) -> dict[str, Any]:
+    return self._manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))[
+      "meta"
+    ]
+
+  def _set_aside(self, step: int, reason: str) -> None:
+    """Reports a damaged checkpoint in one line and moves it aside (kept for inspection)."""
+    damaged = self.directory / f"{step}.damaged"
+    os.replace(self.directory / str(step), damaged)
+    with _quiet():
+      self._manager.reload()
+    print(f"warning: checkpoint {step} is damaged ({reason}); moved to {damaged}, using an older one.",
+          file=sys.stderr)  # fmt: skip
+    log.warning("checkpoint %s damaged: %s", step, reason)
+
+  def latest_meta(self) -> Optional[tuple[int, dict[str, Any]]]:
+    """``(step, metadata)`` of the newest checkpoint whose metadata reads, or None."""
+    for step in reversed(self.steps()):
+      try:
+        with _quiet():
+          return step, self._read_meta(step)
+      except Exception:  # damaged: restore_latest reports it
+        continue
+    return None
 
   def restore_latest(self, abstract: Callable[[dict[str, Any]], Any]) -> Optional[Restored]:
-    """The newest readable checkpoint, or None if there is none.
+    """The newest intact checkpoint, or None if there is none.
 
-    An unreadable checkpoint (corrupt, truncated) is reported on stderr and
-    the next older one is tried.
+    A damaged checkpoint (unreadable, truncated, or not matching its digest)
+    is reported on stderr in one line, moved aside, and the next older one is
+    tried.
 
     Args:
       abstract: maps a checkpoint's metadata to the structure (shapes and
@@ -90,16 +188,22 @@ class Checkpoints:
     ocp = self._ocp
     for step in reversed(self.steps()):
       try:
-        meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-        leaves, treedef = jax.tree.flatten(abstract(meta))
-        target = {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}
-        arrays = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target)))
+        with _quiet():
+          meta = self._read_meta(step)
+          leaves, treedef = jax.tree.flatten(abstract(meta))
+          target = {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}
+          arrays = self._manager.restore(
+            step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target))
+          )
         flat = arrays["arrays"]
-        return Restored(step, jax.tree.unflatten(treedef, [flat[k] for k in sorted(flat)]), meta)
+        leaves = [flat[k] for k in sorted(flat)]
       except Exception as e:  # any damage: fall back to an older checkpoint
-        message = f"checkpoint {step} in {self.directory} is unreadable ({type(e).__name__}: {str(e)[:300]})"
-        print(f"warning: {message}; trying an older one.", file=sys.stderr)
-        log.warning(message)
+        self._set_aside(step, f"unreadable: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}")
+        continue
+      if DIGEST in meta and digest(leaves) != meta[DIGEST]:
+        self._set_aside(step, "its arrays do not match the digest written with them")
+        continue
+      return Restored(step, jax.tree.unflatten(treedef, leaves), meta)
     return None
 
   def close(self) -> None:

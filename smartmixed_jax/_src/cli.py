@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
+import contextlib
+import dataclasses
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Optional
 
+from smartmixed_jax._src import rundir
 from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, SCHEDULES, Config, make_config
 from smartmixed_jax._src.data import DATASETS, DataError, load_dataset
 from smartmixed_jax._src.loop import NonFiniteError
 from smartmixed_jax._src.pool import ACTIVATIONS
-from smartmixed_jax._src.run import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, train_and_evaluate
+from smartmixed_jax._src.run import train_and_evaluate
+from smartmixed_jax._src.rundir import CHECKPOINTS, RunBusyError, Stopped
 
 OVERRIDES = (
   "phase1_epochs", "phase2_epochs", "seed", "learning_rate", "schedule", "batch_size", "temperature",
@@ -22,8 +26,25 @@ OVERRIDES = (
 )  # fmt: skip
 """``train`` flags that override the preset's value when given (None: not given)."""
 
+RESUME_FLAGS = ("--lr", "--skip-nonfinite", "--checkpoint-every", "--keep", "--no-progress", "--data-dir",
+                "--idx-dir", "--download")  # fmt: skip
+"""What ``train --resume`` accepts besides the directory; every other setting is the run's own."""
+
 DEMO = dict(arch="medium_5layer", preset="recommended", phase1_epochs=5, phase2_epochs=10, seed=0)
 """The demo: ~1 minute on 2 CPU cores, about 98% test accuracy."""
+
+EXIT_CODES = {
+  0: "the run finished",
+  1: "an internal error (a bug: the traceback is printed; please report it)",
+  2: "bad input (flags, data, settings, or a combination that would destroy a run); nothing was changed",
+  3: "training diverged; the checkpoints hold the last good state",
+  4: "the output directory is in use by another run (its PID is named)",
+  5: "storage failed (disk full, read-only, permission denied); resume once it is fixed",
+  6: "out of memory (refused before training when the network clearly cannot fit)",
+  130: "interrupted by Ctrl-C; the last complete epoch is checkpointed",
+  143: "terminated by SIGTERM (a scheduler's preemption); the last complete epoch is checkpointed",
+}
+"""The ``smartmixed`` command's exit codes (also in the README)."""
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -50,6 +71,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
     prog="smartmixed",
+    allow_abbrev=False,
     description="SmartMixed: per-neuron activation selection, then a frozen mixed network.",
   )
   from smartmixed_jax import __version__
@@ -57,17 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--version", action="version", version=f"smartmixed_jax {__version__}")
   sub = parser.add_subparsers(dest="command", required=True)
 
-  train = sub.add_parser("train", help="train SmartMixed (or a fixed baseline) on MNIST")
+  train = sub.add_parser("train", help="train SmartMixed (or a fixed baseline) on MNIST", allow_abbrev=False)
   train.add_argument(
     "--arch",
-    default="medium_5layer",
-    help="architecture name (see `smartmixed archs`) or hidden widths like 512-256",
+    help="architecture name (see `smartmixed archs`) or hidden widths like 512-256 (default medium_5layer)",
   )
   train.add_argument(
     "--preset",
-    default="recommended",
     choices=list(PRESETS),
-    help="paper: the reference code's settings and quirks; recommended: ours",
+    help="paper: the reference code's settings and quirks; recommended (default): ours",
   )
   train.add_argument("--phase1-epochs", type=int)
   train.add_argument("--phase2-epochs", type=int)
@@ -105,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     "--resume",
     type=Path,
     metavar="DIR",
-    help="continue the interrupted run in DIR from its newest checkpoint",
+    help=f"continue the run in DIR from its newest checkpoint; accepts only {', '.join(RESUME_FLAGS)}",
   )
   train.add_argument(
     "--checkpoint-every",
@@ -120,8 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
   )
   _data_args(train)
 
-  demo = sub.add_parser("demo", help="a short SmartMixed run on real MNIST (about a minute)")
-  demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="output directory (replaced)")
+  demo = sub.add_parser(
+    "demo", help="a short SmartMixed run on real MNIST (about a minute)", allow_abbrev=False
+  )
+  demo.add_argument(
+    "--out",
+    type=Path,
+    default=Path("runs/demo"),
+    help="output directory (a previous demo run there is replaced)",
+  )
   demo.set_defaults(checkpoint_every=5, keep=3)
   _data_args(demo)
 
@@ -129,27 +156,60 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
-def _prepare_out_dir(out: Path, *, overwrite: bool) -> None:
-  """Refuses a directory holding another run unless overwriting, which removes that run."""
+def _check_out_dir(out: Path, *, overwrite: bool) -> None:
+  """Refuses, before anything is loaded or written, an ``--out`` that cannot take a new run."""
   if out.exists() and not out.is_dir():
     raise ValueError(f"--out {out} is a file, not a directory.")
-  held = [name for name in (CONFIG_FILE, RESULTS_FILE, CHECKPOINTS) if (out / name).exists()]
+  held = rundir.holds_run(out)
   if held and not overwrite:
     raise ValueError(
       f"{out} already holds a run ({', '.join(held)}); continue it with --resume {out}, start it again"
       " with --overwrite (deletes that run), or choose another --out."
     )
-  if overwrite:
-    for name in (CONFIG_FILE, RESULTS_FILE):
-      (out / name).unlink(missing_ok=True)
-    shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
+  rundir.check_free(out)
 
 
-def _resume_config(out: Path) -> Config:
-  path = out / CONFIG_FILE
-  if not path.is_file():
-    raise ValueError(f"--resume {out}: no run there ({path} is missing).")
-  return Config.from_dict(json.loads(path.read_text()))
+def _check_demo_dir(out: Path, demo: Config) -> None:
+  """The demo replaces only a previous demo run."""
+  _check_out_dir(out, overwrite=True)
+  if not rundir.holds_run(out):
+    return
+  try:
+    previous = rundir.read_config(out)
+  except ValueError:
+    previous = None
+  if previous != demo:
+    raise ValueError(
+      f"demo --out {out}: {out} holds a run that is not the demo's; the demo would delete it."
+      " Choose another --out (or delete that run yourself)."
+    )
+
+
+def _resume_config(args: argparse.Namespace) -> Config:
+  """The run's own settings (config.json, else its newest checkpoint's), with the allowed changes applied."""
+  given = [name for name in (*OVERRIDES, "arch", "preset") if getattr(args, name) is not None]
+  refused = sorted(f"--{name.replace('_', '-')}" for name in given if name != "learning_rate")
+  if args.out is not None and args.out.resolve() != args.resume.resolve():
+    refused.append("--out")
+  if refused:
+    raise ValueError(
+      f"--resume continues the run in {args.resume} with its own settings; {', '.join(refused)} cannot"
+      f" change them. Allowed with --resume: {', '.join(RESUME_FLAGS)}."
+    )
+  try:
+    config = rundir.read_config(args.resume)
+  except ValueError as damaged:
+    from smartmixed_jax._src.checkpoint import Checkpoints
+
+    latest = (
+      Checkpoints(args.resume / CHECKPOINTS).latest_meta() if (args.resume / CHECKPOINTS).is_dir() else None
+    )
+    if latest is None or "config" not in latest[1]:
+      raise ValueError(f"--resume {args.resume}: no run to continue there ({damaged})") from None
+    print(f"warning: {damaged} Using the settings stored with checkpoint {latest[0]}.", file=sys.stderr)
+    config = Config.from_dict(latest[1]["config"])
+  changes = {"learning_rate": args.learning_rate, "skip_nonfinite": args.skip_nonfinite or None}
+  return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -172,9 +232,39 @@ def _print_summary(summary: dict, out: Path) -> None:
   )
 
 
-def run(config: Config, args: argparse.Namespace) -> dict:
-  if args.resume is None:
-    _prepare_out_dir(args.out, overwrite=args.overwrite)
+class _StopRequest:
+  """SIGTERM / Ctrl-C: stop after the current epoch, checkpointing it; a second Ctrl-C aborts at once."""
+
+  def __init__(self):
+    self.signum: Optional[int] = None
+
+  def __call__(self) -> bool:
+    return self.signum is not None
+
+  def handle(self, signum, frame):
+    if self.signum is not None and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signum = signum
+    print(
+      f"\n{signal.Signals(signum).name}: stopping after the current epoch, which is checkpointed"
+      " (Ctrl-C again aborts now, keeping the last checkpoint).",
+      file=sys.stderr,
+      flush=True,
+    )
+
+
+@contextlib.contextmanager
+def _graceful_stop() -> Iterator[_StopRequest]:
+  request = _StopRequest()
+  previous = {s: signal.signal(s, request.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield request
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
+
+def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
   data = load_dataset(config.dataset, args.data_dir, idx_dir=args.idx_dir, allow_download=args.download)
   train = len(data.train.y) if config.train_limit is None else min(config.train_limit, len(data.train.y))
   limit = f" (first {train} of {len(data.train.y)})" if train < len(data.train.y) else ""
@@ -194,51 +284,91 @@ def run(config: Config, args: argparse.Namespace) -> dict:
     data,
     workdir=args.out,
     resume=args.resume is not None,
+    overwrite=args.overwrite,
     checkpoint_every=args.checkpoint_every,
     max_to_keep=args.keep,
     progress=not args.no_progress,
+    should_stop=stop,
   )
   summary = result.summary()
   _print_summary(summary, args.out)
   return summary
 
 
+def _failure(e: BaseException, out: Optional[Path]) -> tuple[int, str]:
+  """The exit code and one-line message for an exception that ended a run."""
+  resume = f" Continue with: smartmixed train --resume {out}" if out is not None else ""
+  storage = rundir.storage_error(e)
+  text = (str(e).splitlines() or [type(e).__name__])[0]
+  if storage is not None:
+    where = f" in {out}" if out is not None else ""
+    return (
+      5,
+      f"cannot write the run{where}: {storage}. The last checkpoint is intact; fix the storage.{resume}",
+    )
+  if isinstance(e, MemoryError) or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower():
+    return 6, f"out of memory: {text[:300]}"
+  if isinstance(e, RunBusyError):
+    return 4, str(e)
+  if isinstance(e, (ValueError, DataError)):
+    return 2, str(e)
+  if isinstance(e, NonFiniteError):
+    return (
+      3,
+      f"{e}\nThe checkpoints in {out}/{CHECKPOINTS} hold the last good state.{resume} (e.g. with --lr)",
+    )
+  raise e
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs the ``smartmixed`` command; returns its exit code (see :data:`EXIT_CODES`)."""
   args = build_parser().parse_args(argv)
-  try:
-    if args.command == "archs":
-      for i, (name, widths) in enumerate(ARCHITECTURES.items(), 1):
-        print(f"{i:>2}  {name:<18} {'-'.join(map(str, widths))}")
-      return 0
-    if args.command == "demo":
-      config = make_config(**DEMO, dataset=args.dataset)
-      args.overwrite, args.resume = True, None  # the demo replaces its own previous run
-    elif args.resume is not None:
-      if args.overwrite:
+  if args.command == "archs":
+    for i, (name, widths) in enumerate(ARCHITECTURES.items(), 1):
+      print(f"{i:>2}  {name:<18} {'-'.join(map(str, widths))}")
+    return 0
+  out = getattr(args, "resume", None) or args.out
+  with _graceful_stop() as stop:
+    try:
+      if args.command == "demo":
+        config = make_config(**DEMO, dataset=args.dataset)
+        _check_demo_dir(args.out, config)
+        args.overwrite, args.resume = True, None
+      elif args.resume is not None:
+        if args.overwrite:
+          raise ValueError(
+            f"--resume {args.resume} continues a run and --overwrite deletes it; give one of them."
+          )
+        config = _resume_config(args)
+        args.out = args.resume
+      else:
+        if args.out is None:
+          raise ValueError("train needs --out DIR (or --resume DIR).")
+        overrides = {name: getattr(args, name) for name in OVERRIDES}
+        config = make_config(
+          args.arch or "medium_5layer", args.preset or "recommended", **overrides,
+          skip_nonfinite=args.skip_nonfinite or None,
+        )  # fmt: skip
+        _check_out_dir(args.out, overwrite=args.overwrite)
+      if args.checkpoint_every < 1 or args.keep < 1:
         raise ValueError(
-          f"--resume {args.resume} continues a run and --overwrite deletes it; give one of them."
+          f"--checkpoint-every and --keep must be >= 1, got {args.checkpoint_every}, {args.keep}."
         )
-      args.out = args.resume
-      config = _resume_config(args.resume)
-    else:
-      if args.out is None:
-        raise ValueError("train needs --out DIR (or --resume DIR).")
-      overrides = {name: getattr(args, name) for name in OVERRIDES}
-      config = make_config(args.arch, args.preset, **overrides, skip_nonfinite=args.skip_nonfinite or None)
-    if args.checkpoint_every < 1 or args.keep < 1:
-      raise ValueError(
-        f"--checkpoint-every and --keep must be >= 1, got {args.checkpoint_every}, {args.keep}."
-      )
-    run(config, args)
-  except (ValueError, DataError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  except NonFiniteError as e:
-    print(f"error: {e}\nThe checkpoints in {args.out}/checkpoints hold the last good state.", file=sys.stderr)
-    return 3
-  except KeyboardInterrupt:
-    print(f"\ninterrupted; continue with: smartmixed train --resume {args.out}", file=sys.stderr)
-    return 130
+      run(config, args, stop)
+    except Stopped as e:
+      code = 143 if stop.signum == signal.SIGTERM else 130
+      print(f"{e}. Continue with: smartmixed train --resume {out}", file=sys.stderr)
+      return code
+    except KeyboardInterrupt:
+      print(f"\ninterrupted; the newest checkpoint is kept. Continue with: smartmixed train --resume {out}",
+            file=sys.stderr)  # fmt: skip
+      return 130
+    except Exception as e:  # noqa: BLE001 - each failure gets its exit code; the rest re-raise
+      code, message = _failure(e, out)
+      print(f"error: {message}", file=sys.stderr, flush=True)
+      if code == 5:  # orbax's worker threads keep printing tracebacks of the failed write until exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+      return code
   return 0
 
 

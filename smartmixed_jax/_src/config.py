@@ -93,6 +93,11 @@ class Config:
     eval_batch_size: batch size for evaluation.
     skip_nonfinite: skip updates with non-finite gradients instead of
       stopping the run.
+    switch_patience: if set, the adaptive switch (beyond the paper): Phase 1
+      ends early, after at least this many epochs, once the share of neurons
+      whose argmax changed has stayed below ``switch_threshold`` for this
+      many consecutive epochs; ``phase1_epochs`` is then the maximum.
+    switch_threshold: see ``switch_patience``.
   """
 
   hidden: tuple[int, ...] = ARCHITECTURES["medium_5layer"]
@@ -116,6 +121,8 @@ class Config:
   train_limit: Optional[int] = None
   eval_batch_size: int = 2000
   skip_nonfinite: bool = False
+  switch_patience: Optional[int] = None
+  switch_threshold: float = 0.01
 
   def __post_init__(self):
     object.__setattr__(self, "hidden", validate_layer_sizes((INPUT_SIZE, *self.hidden, NUM_CLASSES))[1:-1])
@@ -147,6 +154,14 @@ class Config:
       raise ValueError(f"Unknown schedule {self.schedule!r}; valid schedules are {list(SCHEDULES)}.")
     if self.train_limit is not None and self.train_limit < 1:
       raise ValueError(f"train_limit must be >= 1 or None, got {self.train_limit!r}.")
+    if self.switch_patience is not None and (
+      isinstance(self.switch_patience, bool)
+      or not isinstance(self.switch_patience, int)
+      or self.switch_patience < 1
+    ):
+      raise ValueError(f"switch_patience must be an integer >= 1 or None, got {self.switch_patience!r}.")
+    if not 0 < self.switch_threshold <= 1:
+      raise ValueError(f"switch_threshold must be in (0, 1], got {self.switch_threshold!r}.")
     if self.baseline is not None and self.baseline not in names:
       raise ValueError(f"baseline {self.baseline!r} is not in the pool {names}.")
 
@@ -175,13 +190,22 @@ class Config:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> Config:
-    """The inverse of :meth:`to_dict` (pools of named activations only)."""
+    """The inverse of :meth:`to_dict` (pools of named activations only); every field is required.
+
+    Raises:
+      ValueError: unknown or missing fields, or invalid values.
+    """
+    if not isinstance(d, dict):
+      raise ValueError(f"A config must be a JSON object, got {type(d).__name__}.")
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown, missing = sorted(set(d) - fields), sorted(fields - set(d))
+    if unknown or missing:
+      raise ValueError(f"Config fields do not match: unknown {unknown}, missing {missing}.")
     d = dict(d)
-    d["hidden"] = tuple(d["hidden"])
-    d["pool"] = tuple(d["pool"])
-    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-    if unknown:
-      raise ValueError(f"Unknown config fields {unknown}.")
+    for name in ("hidden", "pool"):
+      if not isinstance(d[name], list):
+        raise ValueError(f"Config field {name} must be a list, got {d[name]!r}.")
+      d[name] = tuple(d[name])
     return cls(**d)
 
   def to_dict(self) -> dict[str, Any]:

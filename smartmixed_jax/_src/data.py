@@ -110,11 +110,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
   """Writes ``data`` to ``path`` so that a crash never leaves a partial file."""
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  with open(tmp, "wb") as f:
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
+  try:
+    with open(tmp, "wb") as f:
+      f.write(data)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:  # disk full, read-only, interrupted: leave no temp file behind
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 # ----------------------------------------------------------------------------

@@ -52,13 +52,13 @@ def make_optimizer(
     clip_norm: maximum global norm of the gradients.
     decay_steps: if set, cosine-decay the learning rate to zero over this many steps.
     skip_nonfinite: skip (do not apply) updates whose gradients are not finite.
+      The state has the same structure either way, so a resumed run may switch it.
   """
   if decay_steps:
     learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps)
   optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
-  if skip_nonfinite:
-    optimizer = optax.apply_if_finite(optimizer, max_consecutive_errors=2**31 - 1)
-  return optimizer
+  # With 0 allowed errors a non-finite update goes through (and the loop reports the divergence).
+  return optax.apply_if_finite(optimizer, max_consecutive_errors=2**31 - 1 if skip_nonfinite else 0)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, *, softmax_output: bool = False) -> jax.Array:
@@ -338,7 +338,8 @@ def fit(
   models: Optional[int] = None,
   aux: Any = None,
   step_stats: Optional[Callable[[Any, jax.Array], Any]] = None,
-  epoch_stats: Optional[Callable[[Any, Any], dict[str, Any]]] = None,
+  epoch_stats: Optional[Callable[[Any, Any, Any], dict[str, Any]]] = None,
+  stop_early: Optional[Callable[[PhaseState], bool]] = None,
   stop_on_nonfinite: bool = True,
   name: str = "train",
   progress: bool = True,
@@ -368,8 +369,12 @@ def fit(
       choices as data), stacked like ``params``; ``apply`` then receives
       ``(params, aux)`` as its first argument.
     step_stats: ``stats(params, key)`` summed over each epoch's steps (one model).
-    epoch_stats: ``stats(params, epoch_step_stats) -> dict`` merged into each
-      epoch's record, per model.
+    epoch_stats: ``stats(params, epoch_step_stats, params_before_the_epoch) ->
+      dict`` merged into each epoch's record, per model.
+    stop_early: ``stop(state) -> bool``, asked after each epoch (and its
+      ``on_epoch``); True ends the phase there (e.g. once the selection has
+      settled). Its decision must depend on the recorded state only, so a
+      resumed run decides the same.
     stop_on_nonfinite: raise :class:`NonFiniteError` when a model's loss or
       parameters become non-finite, or when every step of an epoch was
       skipped; otherwise record it and go on.
@@ -417,8 +422,11 @@ def fit(
     state = resume
   elapsed = state.seconds
   stats = None
+  # A resumed phase that had already stopped early (its checkpoint is its last) stays stopped.
+  stopped = resume is not None and stop_early is not None and 0 < state.epoch < epochs
+  last = state.epoch if stopped and stop_early(state) else epochs
   bar = tqdm(
-    range(state.epoch + 1, epochs + 1), desc=name, unit="epoch", initial=state.epoch, total=epochs,
+    range(state.epoch + 1, last + 1), desc=name, unit="epoch", initial=state.epoch, total=epochs,
     disable=not progress or None, dynamic_ncols=True, leave=not stacked,
   )  # fmt: skip
   for epoch in bar:
@@ -469,7 +477,7 @@ def fit(
         rec["skipped_steps"] = int(bad_steps[m])
       if epoch_stats is not None:
         index = functools.partial(_model, m) if stacked else (lambda tree: tree)
-        rec.update(epoch_stats(index(params), None if stats is None else index(stats)))
+        rec.update(epoch_stats(index(params), None if stats is None else index(stats), index(state.params)))
       histories[m].append(rec)
       if improved[m]:
         best_epochs[m] = epoch
@@ -478,8 +486,11 @@ def fit(
       elapsed + time.perf_counter() - start,
     )  # fmt: skip
     bar.set_postfix(loss=f"{np.nanmean(train_loss):.4f}", val_acc=f"{np.nanmean(val_acc):.4f}")
+    stopping = stop_early is not None and epoch < epochs and stop_early(state)
     if on_epoch is not None:
-      on_epoch(state, epoch == epochs)
+      on_epoch(state, epoch == epochs or stopping)
+    if stopping:
+      break
   if on_epoch is not None and state.epoch == 0 == epochs:
     on_epoch(state, True)
   never = [m for m in range(count) if epochs and state.best_epochs[m] == 0]

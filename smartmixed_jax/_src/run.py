@@ -13,6 +13,8 @@ import json
 import math
 import os
 import platform
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,16 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from smartmixed_jax._src import loop
+from smartmixed_jax._src import loop, rundir
 from smartmixed_jax._src.config import Config
 from smartmixed_jax._src.data import Dataset, Split, atomic_write_bytes
+from smartmixed_jax._src.diagnostics import selection_diagnostics
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
-from smartmixed_jax._src.mlp import MLPParams, apply_hard, apply_selective, choices, init_mlp
+from smartmixed_jax._src.mlp import MLPParams, apply_hard, apply_selective, choices, init_mlp, sample_choices
 from smartmixed_jax._src.pool import pool_names
-
-CONFIG_FILE = "config.json"
-RESULTS_FILE = "results.json"
-CHECKPOINTS = "checkpoints"
+from smartmixed_jax._src.rundir import CHECKPOINTS, CONFIG_FILE, Stopped
 
 
 def write_json(path: os.PathLike, payload: Any) -> None:
@@ -75,6 +75,42 @@ def check_data(data: Dataset, *, features: int, classes: int) -> None:
       raise ValueError(f"The {name} inputs hold non-finite values (in {bad} examples).")
 
 
+def _available_memory() -> tuple[int, str]:
+  """Bytes the default device can hold, and its name."""
+  device = jax.devices()[0]
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if stats and stats.get("bytes_limit"):
+    return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"{device.device_kind} memory"
+  try:
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "available RAM"
+  except (ValueError, OSError):  # not on this platform
+    return 2**62, "memory"
+
+
+def check_memory(config: Config, train_examples: int, eval_examples: int) -> None:
+  """Refuses a run that cannot fit in memory, before allocating anything.
+
+  Counts the parameters and logits, seven copies of them (gradients, Adam's
+  two moments, the best epoch's, Phase 1's selection, an update in flight),
+  the data and the widest batch's activations; a lower bound, so a run it
+  passes may still run out, which the CLI reports as such.
+
+  Raises:
+    MemoryError: the estimate exceeds what the device has available.
+  """
+  sizes = config.layer_sizes
+  weights = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:])) + sum(sizes[1:-1]) * len(config.pool)
+  batch = max(config.batch_size, config.eval_batch_size)
+  data = (train_examples + eval_examples) * (sizes[0] + 1)
+  needed = 4 * (8 * weights + data + batch * sum(sizes) * (len(config.pool) + 2))
+  available, what = _available_memory()
+  if needed > available:
+    raise MemoryError(
+      f"The {config.arch} network ({weights:,} parameters) needs at least {needed / 2**30:.1f} GiB for its"
+      f" weights, optimizer state and data; {what} is {available / 2**30:.1f} GiB. Use narrower layers."
+    )
+
+
 def device_splits(data: Dataset, train_limit: Optional[int] = None) -> dict[str, tuple[jax.Array, jax.Array]]:
   """The splits as device arrays ``{"train", "val", "test"}``, the training set cut to ``train_limit``."""
   train = data.train if train_limit is None else Split(data.train.x[:train_limit], data.train.y[:train_limit])
@@ -92,22 +128,51 @@ def temperature_schedule(config: Config, steps: int) -> optax.Schedule:
   return optax.exponential_decay(config.temperature, max(steps, 1), rate, end_value=config.final_temperature)
 
 
-def phase1_stats(params: MLPParams, step_stats) -> dict[str, Any]:
-  """Per hidden layer, how many neurons currently pick each activation (argmax)."""
+def sampled_activations(params: MLPParams, key: jax.Array) -> list[jax.Array]:
+  """Per layer ``[neurons, k]``: the one-hot activation each neuron drew in a step (summed over an epoch)."""
+  k = len(params.pool)
+  return [jax.nn.one_hot(c, k, dtype=jnp.int32) for c in sample_choices(params, key)]
+
+
+def phase1_stats(params: MLPParams, samples, before: MLPParams) -> dict[str, Any]:
+  """Per hidden layer: argmax counts, and the selection diagnostics of the epoch."""
   names = pool_names(params.pool)
-  counts = [np.bincount(np.asarray(c), minlength=len(names)).tolist() for c in choices(params)]
-  return {"activation_counts": [dict(zip(names, c)) for c in counts]}
+  picks = choices(params)
+  counts = [np.bincount(np.asarray(c), minlength=len(names)).tolist() for c in picks]
+  changed = sum(int(np.sum(np.asarray(a) != np.asarray(b))) for a, b in zip(picks, choices(before)))
+  return {
+    "activation_counts": [dict(zip(names, c)) for c in counts],
+    "argmax_changed": round(changed / sum(len(c) for c in picks), 6),  # over all hidden neurons
+    "selection": selection_diagnostics(
+      params.logits, previous=before.logits, samples=None if samples is None else jax.device_get(samples)
+    ),
+  }
+
+
+def settled(patience: int, threshold: float):
+  """The adaptive switch: the argmax share that changed stayed below ``threshold`` for ``patience`` epochs."""
+
+  def stop(state: loop.PhaseState) -> bool:
+    recent = state.histories[0][1:][-patience:]
+    return len(recent) == patience and all(r["argmax_changed"] < threshold for r in recent)
+
+  return stop
 
 
 @dataclasses.dataclass
 class RunResult:
-  """Everything a run produced: its config, each phase, and the selected frozen model."""
+  """Everything a run produced: its config, each phase, and the selected frozen model.
+
+  ``resumes`` lists every resume that changed a setting: the checkpoint it
+  continued from and ``{setting: [before, after]}``.
+  """
 
   config: Config
   phases: list[loop.PhaseResult]
   model: FrozenMLP
   phase1_params: Optional[MLPParams] = None
   train_examples: Optional[int] = None
+  resumes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
   def summary(self) -> dict[str, Any]:
     """What ``results.json`` holds: config, environment, each phase's record, final metrics, counts."""
@@ -119,11 +184,19 @@ class RunResult:
       "phases": {p.name: p.record() for p in self.phases},
       "final": {k: final[k] for k in ("val_accuracy", "test_accuracy", "val_loss", "test_loss")},
       "activation_counts": self.model.counts(),
+      **({"switch_epoch": len(self.phases[0].histories[0]) - 1} if self.config.switch_patience else {}),
+      **({"resumed_with_changes": self.resumes} if self.resumes else {}),
     }
 
 
 def abstract_state(config: Config, meta: dict[str, Any]) -> dict[str, Any]:
-  """Shapes, dtypes and tree structure of a checkpoint's arrays, from the config and its metadata."""
+  """Shapes, dtypes and tree structure of a checkpoint's arrays, from its metadata.
+
+  The settings stored with the checkpoint define it (``config`` only for
+  checkpoints written before they were stored).
+  """
+  if "config" in meta:
+    config = Config.from_dict(meta["config"])
   init = lambda: init_mlp(jax.random.key(0), config.layer_sizes, pool=config.training_pool)  # noqa: E731
   mlp = jax.eval_shape(init)
   if meta["phase"] == "phase1":
@@ -149,9 +222,11 @@ def train_and_evaluate(
   *,
   workdir: Optional[os.PathLike] = None,
   resume: bool = False,
+  overwrite: bool = False,
   checkpoint_every: int = 5,
   max_to_keep: int = 3,
   progress: bool = True,
+  should_stop: Optional[Callable[[], bool]] = None,
 ) -> RunResult:
   """Trains SmartMixed (Phase 1, freeze, Phase 2), or a fixed baseline.
 
@@ -160,66 +235,133 @@ def train_and_evaluate(
   (argmax per neuron) and Phase 2 trains the grouped network on. With
   ``config.baseline`` set, a fixed-activation MLP trains for the total epochs.
 
-  With a ``workdir``, the full training state is checkpointed to
+  With a ``workdir``, the run holds the directory's lock throughout and
+  checkpoints its full training state, with its settings, to
   ``workdir/checkpoints`` every ``checkpoint_every`` epochs and at the end of
-  each phase; ``resume=True`` continues from the newest readable checkpoint
-  and ends with the same results as an uninterrupted run.
+  each phase. ``resume=True`` continues from the newest intact checkpoint and
+  ends with the same results as an uninterrupted run; it may change only
+  ``learning_rate`` and ``skip_nonfinite`` (recorded in the results).
+  Everything is validated before anything is written: a refused run leaves
+  the directory as it was.
 
   Args:
     config: the run's settings.
     data: train / validation / test splits (checked before any compute).
-    workdir: where checkpoints go; None for no checkpoints.
-    resume: continue from the newest checkpoint in ``workdir``.
+    workdir: the run directory; None for no checkpoints and no files.
+    resume: continue the run in ``workdir`` from its newest checkpoint.
+    overwrite: replace a run already in ``workdir`` (its checkpoints too).
     checkpoint_every: epochs between checkpoints.
     max_to_keep: how many checkpoints to keep.
     progress: show progress bars.
+    should_stop: polled after every epoch; when it returns True the run
+      checkpoints that epoch and raises :class:`Stopped` (the CLI's SIGTERM).
 
   Returns:
     A :class:`RunResult`; ``result.summary()`` is what ``results.json`` holds.
 
   Raises:
     NonFiniteError: training diverged.
-    ValueError: bad data, or checkpoints present without ``resume``.
+    ValueError: bad data or settings; a run in ``workdir`` and neither
+      ``resume`` nor ``overwrite``; settings that differ from the resumed run's.
+    RunBusyError: another process is using ``workdir``.
+    MemoryError: the network cannot fit in the device's memory.
+    Stopped: ``should_stop`` asked to stop.
   """
   check_data(data, features=config.layer_sizes[0], classes=config.layer_sizes[-1])
   if checkpoint_every < 1 or max_to_keep < 1:
     raise ValueError(f"checkpoint_every and max_to_keep must be >= 1, got {checkpoint_every}, {max_to_keep}.")
-  splits = device_splits(data, config.train_limit)
-  train_examples = int(splits["train"][1].shape[0])
+  if resume and overwrite:
+    raise ValueError("resume continues the run in workdir and overwrite deletes it; give one of them.")
+  train_examples = (
+    len(data.train.y) if config.train_limit is None else min(config.train_limit, len(data.train.y))
+  )
   if config.batch_size > train_examples:
     raise ValueError(f"batch_size {config.batch_size} exceeds the {train_examples} training examples.")
+  check_memory(config, train_examples, len(data.validation.y) + len(data.test.y))
+  train = functools.partial(
+    _train, config, data, train_examples=train_examples, checkpoint_every=checkpoint_every,
+    progress=progress, should_stop=should_stop or (lambda: False),
+  )  # fmt: skip
+  if workdir is None:
+    if resume:
+      raise ValueError("resume needs the workdir of the run to continue.")
+    return train(None, None)
+  workdir = Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"workdir {workdir} is a file, not a directory.")
+  with rundir.locked(workdir):
+    held = rundir.holds_run(workdir)
+    if not resume:
+      if held and not overwrite:
+        raise ValueError(
+          f"{workdir} already holds a run ({', '.join(held)}); resume it, overwrite it, or choose another"
+          " directory."
+        )
+      rundir.clear(workdir)
+    elif not held:
+      raise ValueError(f"Nothing to resume in {workdir}: it holds no run.")
+    from smartmixed_jax._src.checkpoint import Checkpoints
+
+    store = Checkpoints(workdir / CHECKPOINTS, max_to_keep=max_to_keep)
+    restored = store.restore_latest(functools.partial(abstract_state, config)) if resume else None
+    resumes = []
+    if restored is not None:
+      resumes = restored.meta.get("resumes", [])
+      if "config" in restored.meta:
+        saved, where = (
+          Config.from_dict(restored.meta["config"]),
+          f"checkpoint {restored.step} was written with",
+        )
+        changed = rundir.resume_changes(saved, config, where=where)
+        if changed:
+          resumes = [*resumes, {"from_checkpoint": restored.step, "changed": changed}]
+          print(f"resuming with changed settings: {changed}", file=sys.stderr)
+    elif resume:
+      rundir.resume_changes(rundir.read_config(workdir), config, where=f"in {workdir / CONFIG_FILE}")
+      print(f"note: {workdir} has no intact checkpoint; training starts from epoch 1.", file=sys.stderr)
+    write_json(workdir / CONFIG_FILE, config.to_dict())
+    return train(workdir, store, restored, resumes)
+
+
+def _train(
+  config: Config,
+  data: Dataset,
+  workdir: Optional[Path],
+  store,
+  restored=None,
+  resumes=(),
+  *,
+  train_examples: int,
+  checkpoint_every: int,
+  progress: bool,
+  should_stop: Callable[[], bool],
+) -> RunResult:
+  """The run itself, once everything is validated and the directory is held."""
+  splits = device_splits(data, config.train_limit)
   steps_per_epoch = math.ceil(train_examples / config.batch_size)
   init_key, phase1_key, reinit_key, phase2_key = jax.random.split(jax.random.key(config.seed), 4)
   common = dict(
     splits=splits, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
     loss_fn=config.loss_fn, progress=progress,
   )  # fmt: skip
-
-  store, restored = None, None
-  if workdir is not None:
-    from smartmixed_jax._src.checkpoint import Checkpoints
-
-    workdir = Path(workdir)
-    holds_run = any((workdir / name).exists() for name in (CONFIG_FILE, RESULTS_FILE, CHECKPOINTS))
-    if holds_run and not resume:
-      raise ValueError(f"{workdir} already holds a run; resume it, or choose another directory.")
-    store = Checkpoints(workdir / CHECKPOINTS, max_to_keep=max_to_keep)
-    if resume:
-      restored = store.restore_latest(functools.partial(abstract_state, config))
-    else:
-      write_json(workdir / CONFIG_FILE, config.to_dict())
   phase_of = restored.meta["phase"] if restored else None
+  run_meta = {"config": config.to_dict(), "resumes": list(resumes)}
 
   def checkpointing(phase: str, first_step: int, arrays=None, meta=None):
-    if store is None:
-      return None
-
     def on_epoch(state: loop.PhaseState, last: bool):
-      if last or state.epoch % checkpoint_every == 0:
+      stop = should_stop()
+      if store is not None and (last or state.epoch % checkpoint_every == 0 or stop):
         store.save(
           first_step + state.epoch,
           {**state.arrays(), **(arrays or {})},
-          {"phase": phase, **state.meta(), **(meta or {})},
+          {"phase": phase, **state.meta(), **(meta or {}), **run_meta},
+        )
+      if stop:
+        saved = (
+          f"; checkpointed in {store.directory}" if store is not None else " (no workdir: nothing saved)"
+        )
+        raise Stopped(
+          f"stopped on request after {phase} epoch {state.epoch}{saved}", checkpointed=store is not None
         )
 
     return on_epoch
@@ -249,7 +391,9 @@ def train_and_evaluate(
   if config.baseline is not None:
     model = fixed_mlp(init_key, config.layer_sizes, config.baseline)
     phase = train_frozen(config.baseline, model, config.phase1_epochs + config.phase2_epochs, 0)
-    return finish(RunResult(config, [phase], phase.best_params, train_examples=train_examples))
+    return finish(
+      RunResult(config, [phase], phase.best_params, train_examples=train_examples, resumes=list(resumes))
+    )
 
   temperature = temperature_schedule(config, config.phase1_epochs * steps_per_epoch)
   clip = config.clip_activations
@@ -271,7 +415,9 @@ def train_and_evaluate(
       init_mlp(init_key, config.layer_sizes, pool=config.pool), apply=selective,
       eval_apply=selective if config.noisy_eval else hard,
       optimizer=config.optimizer(config.phase1_epochs * steps_per_epoch),
-      epochs=config.phase1_epochs, key=phase1_key, epoch_stats=phase1_stats, name="phase1",
+      epochs=config.phase1_epochs, key=phase1_key, step_stats=sampled_activations, epoch_stats=phase1_stats,
+      stop_early=settled(config.switch_patience, config.switch_threshold) if config.switch_patience else None,
+      name="phase1",
       resume=resumed("phase1"), on_epoch=checkpointing("phase1", 0), **common,
     )  # fmt: skip
   selected = phase1.best_params
@@ -290,6 +436,11 @@ def train_and_evaluate(
   )
   return finish(
     RunResult(
-      config, [phase1, phase2], phase2.best_params, phase1_params=selected, train_examples=train_examples
-    )
+      config,
+      [phase1, phase2],
+      phase2.best_params,
+      phase1_params=selected,
+      train_examples=train_examples,
+      resumes=list(resumes),
+    )  # fmt: skip
   )
