@@ -105,16 +105,27 @@ def train_cohort(
   epochs: int,
   desc: str,
   progress: bool,
+  devices: int = 1,
   **kwargs,
 ) -> sm.PhaseResult:
-  """Trains the ``len(keys)`` models stacked in ``params`` with the config's optimizer and loss."""
+  """Trains the ``len(keys)`` models stacked in ``params`` with the config's optimizer and loss.
+
+  With ``devices`` > 1 the models are split over the largest number of them
+  that divides the cohort (each device trains its models; no communication).
+  """
   steps = math.ceil(splits["train"][0].shape[0] / config.batch_size)
   return sm.fit(
     params, apply=apply, optimizer=config.optimizer(epochs * steps), splits=splits, epochs=epochs,
     key=keys, models=len(keys), batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-    loss_fn=config.loss_fn,
+    loss_fn=config.loss_fn, mesh=models_mesh(len(keys), devices),
     stop_on_nonfinite=False, name=desc, progress=progress, **kwargs,
   )  # fmt: skip
+
+
+def models_mesh(models: int, devices: int) -> Optional[jax.sharding.Mesh]:
+  """A ``("models",)`` mesh over the most devices (at most ``devices``) that ``models`` splits over evenly."""
+  used = max(d for d in range(1, min(devices, models) + 1) if models % d == 0)
+  return None if used == 1 else jax.sharding.Mesh(np.array(jax.devices()[:used]), ("models",))
 
 
 # ----------------------------------------------------------------------------
@@ -145,6 +156,7 @@ def run_smartmixed(
   ablation: bool = True,
   controls: bool = True,
   progress: bool = True,
+  devices: int = 1,
 ) -> dict[int, dict[str, Any]]:
   """Phase 1 of every seed as one program, then every Phase 2 variant as one.
 
@@ -184,6 +196,7 @@ def run_smartmixed(
     params, apply=selective, eval_apply=selective if config.noisy_eval else hard,
     keys=keys["phase1"], splits=splits, config=config, epochs=config.phase1_epochs, step_stats=sampled,
     epoch_stats=phase1_stats, desc=f"{arch} phase1", progress=progress,
+    devices=devices,
   )  # fmt: skip
   argmax = sm.choices(phase1.best_params)
   control_keys = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, 7)))(keys["reinit"])
@@ -218,6 +231,7 @@ def run_smartmixed(
     apply=lambda model, x, key, step: sm.apply_choices(model[0], x, model[1]),
     keys=jnp.concatenate([keys["phase2"]] * len(variants)),
     splits=splits, config=config, epochs=config.phase2_epochs, desc=f"{arch} phase2", progress=progress,
+    devices=devices,
   )  # fmt: skip
   continued = None
   if controls:  # Phase 1 goes on, unfrozen, on Phase 2's schedule and data order
@@ -225,6 +239,7 @@ def run_smartmixed(
       phase1.best_params, apply=selective, eval_apply=selective if config.noisy_eval else hard,
       keys=keys["phase2"], splits=splits, config=config, epochs=config.phase2_epochs,
       desc=f"{arch} phase1 continued", progress=progress,
+    devices=devices,
     )  # fmt: skip
   seconds = phase1.seconds + phase2.seconds + (continued.seconds if continued else 0.0)
   runs = {}
@@ -258,6 +273,7 @@ def run_baselines(
   splits: dict[str, tuple[jax.Array, jax.Array]],
   *,
   progress: bool = True,
+  devices: int = 1,
 ) -> dict[tuple[str, int], dict[str, Any]]:
   """Fixed-activation MLPs, one per ``(activation, seed)`` pair, as one program.
 
@@ -282,6 +298,7 @@ def run_baselines(
     params, apply=apply, aux=aux, keys=_seed_keys([s for _, s in pairs])["phase2"], splits=splits,
     config=config, epochs=config.phase1_epochs + config.phase2_epochs,
     desc=f"{arch} {'+'.join(activations)}", progress=progress,
+    devices=devices,
   )  # fmt: skip
   runs = {}
   for m, (act, seed) in enumerate(pairs):
@@ -338,6 +355,7 @@ def sweep(
   ablation: bool = True,
   controls: bool = True,
   progress: bool = True,
+  devices: int = 1,
 ) -> int:
   """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote."""
   plan = BUDGETS[budget]
@@ -354,6 +372,7 @@ def sweep(
     "controls": controls,
     "backend": jax.default_backend(),
     "device": str(jax.devices()[0].device_kind),
+    "devices": devices,
   }
   check_settings(out, settings)
   todo = []
@@ -373,12 +392,13 @@ def sweep(
     )
     if kind == "smartmixed":
       for seed, record in run_smartmixed(
-        arch, items, make, splits, ablation=ablation, controls=controls, progress=progress
+        arch, items, make, splits, ablation=ablation, controls=controls, progress=progress, devices=devices
       ).items():
         _write_run(out, arch, seed, record)
         written += 1
     else:
-      for (_, seed), record in run_baselines(arch, items, make, splits, progress=progress).items():
+      baselines = run_baselines(arch, items, make, splits, progress=progress, devices=devices)
+      for (_, seed), record in baselines.items():
         _write_run(out, arch, seed, record)
         written += 1
   return written
@@ -458,6 +478,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument(
     "--speedup", action="store_true", help="time vmapped vs one-by-one training; no results"
   )
+  parser.add_argument(
+    "--devices", type=int, default=None, help="split each cohort's models over N devices (default: all)"
+  )
   parser.add_argument("--no-report", dest="report", action="store_false")
   parser.add_argument("--data-dir", type=Path, default=None)
   parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -480,7 +503,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   written = sweep(
     out, data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset,
     group_baselines=args.group_baselines, ablation=args.ablation, controls=args.controls,
-    progress=args.progress,
+    progress=args.progress, devices=args.devices or jax.device_count(),
   )  # fmt: skip
   print(f"{written} runs written to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
   if args.report:

@@ -15,6 +15,7 @@ __version__ = "0.2.0"
 from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, Config, make_config
 from smartmixed_jax._src.data import DataError, Dataset, Split, load_dataset, load_mnist
 from smartmixed_jax._src.diagnostics import selection_diagnostics
+from smartmixed_jax._src.export import export_model
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
 from smartmixed_jax._src.grouped import fixed_activation
 from smartmixed_jax._src.loop import (
@@ -38,7 +39,7 @@ from smartmixed_jax._src.mlp import (
   sample_choices,
 )
 from smartmixed_jax._src.pool import ACTIVATIONS, DEFAULT_POOL, Pool, pool_names
-from smartmixed_jax._src.run import RunResult, device_splits, train_and_evaluate
+from smartmixed_jax._src.run import RunResult, device_splits, load_run, train_and_evaluate
 from smartmixed_jax._src.rundir import RunBusyError, Stopped
 from smartmixed_jax._src.selection import gumbel_straight_through, mix
 
@@ -81,6 +82,8 @@ __all__ = [
   "make_config",
   "train_and_evaluate",
   "RunResult",
+  "load_run",
+  "export_model",
   "RunBusyError",
   "Stopped",
   "device_splits",

@@ -26,8 +26,8 @@ OVERRIDES = (
 )  # fmt: skip
 """``train`` flags that override the preset's value when given (None: not given)."""
 
-RESUME_FLAGS = ("--lr", "--skip-nonfinite", "--checkpoint-every", "--keep", "--no-progress", "--data-dir",
-                "--idx-dir", "--download")  # fmt: skip
+RESUME_FLAGS = ("--lr", "--skip-nonfinite", "--checkpoint-every", "--keep", "--no-progress", "--devices",
+                "--data-dir", "--idx-dir", "--download")  # fmt: skip
 """What ``train --resume`` accepts besides the directory; every other setting is the run's own."""
 
 DEMO = dict(arch="medium_5layer", preset="recommended", phase1_epochs=5, phase2_epochs=10, seed=0)
@@ -65,6 +65,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     "--download", action="store_true", help="let tensorflow-datasets download MNIST (needs the internet)"
   )
   p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+  p.add_argument(
+    "--devices", type=int, default=None, help="data-parallel over N devices (default: all local devices)"
+  )
   p.add_argument("--overwrite", action="store_true", help="replace the run in --out, checkpoints included")
 
 
@@ -152,8 +155,37 @@ def build_parser() -> argparse.ArgumentParser:
   demo.set_defaults(checkpoint_every=5, keep=3)
   _data_args(demo)
 
+  export = sub.add_parser(
+    "export", help="write a finished run's frozen model as a jax.export artifact", allow_abbrev=False
+  )
+  export.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run's directory")
+  export.add_argument("--out", type=Path, required=True, help="the artifact file to write")
+  export.add_argument(
+    "--platforms",
+    default="cpu,cuda,tpu",
+    help="comma-separated, any of cpu,cuda,rocm,tpu (default cpu,cuda,tpu)",
+  )
+
   sub.add_parser("archs", help="list the paper's architectures")
   return parser
+
+
+def _export(args: argparse.Namespace) -> None:
+  from smartmixed_jax._src.data import atomic_write_bytes
+  from smartmixed_jax._src.export import export_model
+  from smartmixed_jax._src.run import load_run
+
+  platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+  if args.out.is_dir():
+    raise ValueError(f"--out {args.out} is a directory; give the artifact's file name.")
+  model = load_run(args.run_dir)
+  data = export_model(model, platforms=platforms)
+  atomic_write_bytes(args.out, data)
+  sizes = model.layer_sizes
+  print(
+    f"wrote {args.out} ({len(data):,} bytes): float32[batch, {sizes[0]}] -> logits[batch, {sizes[-1]}] for"
+    f" {', '.join(platforms)}; run it with jax.export.deserialize(open(path, 'rb').read()).call(x)"
+  )
 
 
 def _check_out_dir(out: Path, *, overwrite: bool) -> None:
@@ -265,6 +297,8 @@ def _graceful_stop() -> Iterator[_StopRequest]:
 
 
 def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
+  import jax
+
   data = load_dataset(config.dataset, args.data_dir, idx_dir=args.idx_dir, allow_download=args.download)
   train = len(data.train.y) if config.train_limit is None else min(config.train_limit, len(data.train.y))
   limit = f" (first {train} of {len(data.train.y)})" if train < len(data.train.y) else ""
@@ -289,6 +323,7 @@ def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
     max_to_keep=args.keep,
     progress=not args.no_progress,
     should_stop=stop,
+    devices=args.devices if args.devices is not None else jax.local_device_count(),
   )
   summary = result.summary()
   _print_summary(summary, args.out)
@@ -330,6 +365,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   out = getattr(args, "resume", None) or args.out
   with _graceful_stop() as stop:
     try:
+      if args.command == "export":
+        _export(args)
+        return 0
       if args.command == "demo":
         config = make_config(**DEMO, dataset=args.dataset)
         _check_demo_dir(args.out, config)

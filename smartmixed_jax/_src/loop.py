@@ -128,6 +128,7 @@ def make_train_epoch(
   batch_size: int,
   loss_fn: LossFn = cross_entropy,
   step_stats: Optional[Callable[[Any, jax.Array], Any]] = None,
+  batch_sharding: Optional[jax.sharding.Sharding] = None,
 ):
   """Builds jit-compiled ``epoch(params, opt_state, x, y, key, step, aux=None) -> (params, opt_state, m)``.
 
@@ -144,8 +145,12 @@ def make_train_epoch(
       step with the step's parameters and the key its forward pass gets; the
       epoch's sum is returned as ``metrics.step_stats``. With
       :func:`smartmixed_jax.sample_choices` it counts what Phase 1 sampled.
+    batch_sharding: data parallelism: each batch is laid out with this
+      sharding (e.g. split over a mesh axis); XLA then all-reduces the
+      gradients of the replicated parameters.
   """
   train_step = make_train_step(apply_fn, optimizer, loss_fn=loss_fn)
+  shard = _sharder(batch_sharding)
   stats_fn = step_stats or (lambda params, key: ())
 
   @jax.jit
@@ -160,7 +165,7 @@ def make_train_epoch(
       params, opt_state, stats = carry
       idx, m, k, s = batch
       stats = jax.tree.map(jnp.add, stats, stats_fn(params, k))
-      params, opt_state, sums = train_step(params, opt_state, x[idx], y[idx], m, k, s, aux)
+      params, opt_state, sums = train_step(params, opt_state, *shard(x[idx], y[idx], m), k, s, aux)
       return (params, opt_state, stats), sums
 
     batches = (indices, mask, step_keys, step + jnp.arange(steps, dtype=jnp.int32))
@@ -181,8 +186,22 @@ def make_train_epoch(
   return epoch
 
 
-def make_evaluate(apply_fn: ApplyFn, *, batch_size: int, loss_fn: LossFn = cross_entropy):
+def _sharder(sharding: Optional[jax.sharding.Sharding]):
+  """Lays arrays out with ``sharding`` along their first axis (identity for None)."""
+  if sharding is None:
+    return lambda *arrays: arrays
+  return lambda *arrays: tuple(jax.lax.with_sharding_constraint(a, sharding) for a in arrays)
+
+
+def make_evaluate(
+  apply_fn: ApplyFn,
+  *,
+  batch_size: int,
+  loss_fn: LossFn = cross_entropy,
+  batch_sharding: Optional[jax.sharding.Sharding] = None,
+):
   """Builds jit-compiled ``evaluate(params, x, y, key, step, aux=None) -> Metrics`` over a whole split."""
+  shard = _sharder(batch_sharding)
 
   @jax.jit
   def evaluate(params, x, y, key, step, aux=None):
@@ -191,7 +210,7 @@ def make_evaluate(apply_fn: ApplyFn, *, batch_size: int, loss_fn: LossFn = cross
 
     def chunk(batch):
       idx, m, k = batch
-      _, (total, correct) = _batch_loss(apply_fn, loss_fn, params, x[idx], y[idx], m, k, step, aux)
+      _, (total, correct) = _batch_loss(apply_fn, loss_fn, params, *shard(x[idx], y[idx], m), k, step, aux)
       return total, correct
 
     totals, corrects = jax.lax.map(chunk, (indices, mask, keys))
@@ -323,6 +342,22 @@ class PhaseResult:
     }
 
 
+def _mesh_layout(mesh: jax.sharding.Mesh, models: Optional[int]):
+  """(sharding of per-model arrays, of shared arrays, of each batch) for training on ``mesh``."""
+  from jax.sharding import NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  axis, devices = mesh.axis_names[0], mesh.shape[mesh.axis_names[0]]
+  replicated = NamedSharding(mesh, P())
+  if models is None:
+    return replicated, replicated, NamedSharding(mesh, P(axis))
+  if models % devices:
+    raise ValueError(
+      f"{models} stacked models do not split evenly over {devices} devices; use a divisor of {models}."
+    )
+  return NamedSharding(mesh, P(axis)), replicated, None
+
+
 def fit(
   params: Any,
   *,
@@ -345,6 +380,7 @@ def fit(
   progress: bool = True,
   resume: Optional[PhaseState] = None,
   on_epoch: Optional[Callable[[PhaseState, bool], None]] = None,
+  mesh: Optional[jax.sharding.Mesh] = None,
 ) -> PhaseResult:
   """Trains for ``epochs`` and keeps each model's lowest-validation-loss epoch.
 
@@ -383,6 +419,11 @@ def fit(
     resume: a state given to ``on_epoch`` earlier; training continues from it.
     on_epoch: called as ``on_epoch(state, last)`` after every epoch (e.g. to
       checkpoint), ``last`` being True after the final one.
+    mesh: train on its devices (its first axis): one model data-parallel
+      (each batch split over the devices, parameters and optimizer state
+      replicated, gradients all-reduced by XLA), or stacked models split over
+      the devices (``models`` must be a multiple of their number). Same
+      results as one device, up to float round-off.
 
   Returns:
     A :class:`PhaseResult`.
@@ -395,8 +436,26 @@ def fit(
   eval_apply = eval_apply or apply
   train_x = splits["train"][0]
   steps_per_epoch = math.ceil(train_x.shape[0] / batch_size)
-  epoch_fn = make_train_epoch(apply, optimizer, batch_size=batch_size, loss_fn=loss_fn, step_stats=step_stats)
-  eval_fn = make_evaluate(eval_apply, batch_size=eval_batch_size, loss_fn=loss_fn)
+  batch_sharding = None
+  if mesh is not None:
+    model_sharding, shared, batch_sharding = _mesh_layout(mesh, models)
+    params, key, aux = jax.device_put((params, key, aux), model_sharding)
+    splits = jax.device_put(splits, shared)
+    if resume is not None:
+      arrays = ("params", "opt_state", "key", "best_params", "best_loss")
+      placed = jax.device_put(tuple(getattr(resume, a) for a in arrays), model_sharding)
+      resume = dataclasses.replace(resume, **dict(zip(arrays, placed)))
+  epoch_fn = make_train_epoch(
+    apply,
+    optimizer,
+    batch_size=batch_size,
+    loss_fn=loss_fn,
+    step_stats=step_stats,
+    batch_sharding=batch_sharding,
+  )
+  eval_fn = make_evaluate(
+    eval_apply, batch_size=eval_batch_size, loss_fn=loss_fn, batch_sharding=batch_sharding
+  )
   run_epoch = jax.jit(vmap(epoch_fn, (0, 0, None, None, 0, None, 0)))
   run_eval = jax.jit(vmap(eval_fn, (0, None, None, 0, None, 0)))
   split3 = jax.jit(vmap(lambda k: tuple(jax.random.split(k, 3)), (0,)))

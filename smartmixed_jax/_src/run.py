@@ -30,7 +30,7 @@ from smartmixed_jax._src.diagnostics import selection_diagnostics
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
 from smartmixed_jax._src.mlp import MLPParams, apply_hard, apply_selective, choices, init_mlp, sample_choices
 from smartmixed_jax._src.pool import pool_names
-from smartmixed_jax._src.rundir import CHECKPOINTS, CONFIG_FILE, Stopped
+from smartmixed_jax._src.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, Stopped
 
 
 def write_json(path: os.PathLike, payload: Any) -> None:
@@ -111,6 +111,23 @@ def check_memory(config: Config, train_examples: int, eval_examples: int) -> Non
     )
 
 
+def data_parallel_mesh(devices: Optional[int] = None) -> Optional[jax.sharding.Mesh]:
+  """A one-axis ``("data",)`` mesh over the first ``devices`` devices (all if None); None for one device.
+
+  Raises:
+    ValueError: more devices than there are, or fewer than 1.
+  """
+  available = jax.device_count()
+  devices = available if devices is None else devices
+  if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= available:
+    raise ValueError(
+      f"devices must be an integer in [1, {available}] (the devices jax sees), got {devices!r}."
+    )
+  if devices == 1:
+    return None
+  return jax.sharding.Mesh(np.array(jax.devices()[:devices]), ("data",))
+
+
 def device_splits(data: Dataset, train_limit: Optional[int] = None) -> dict[str, tuple[jax.Array, jax.Array]]:
   """The splits as device arrays ``{"train", "val", "test"}``, the training set cut to ``train_limit``."""
   train = data.train if train_limit is None else Split(data.train.x[:train_limit], data.train.y[:train_limit])
@@ -173,13 +190,14 @@ class RunResult:
   phase1_params: Optional[MLPParams] = None
   train_examples: Optional[int] = None
   resumes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+  devices: int = 1
 
   def summary(self) -> dict[str, Any]:
     """What ``results.json`` holds: config, environment, each phase's record, final metrics, counts."""
     final = self.phases[-1].best()
     return {
       "config": self.config.to_dict(),
-      "environment": environment(),
+      "environment": {**environment(), "devices_used": self.devices},
       "train_examples": self.train_examples,
       "phases": {p.name: p.record() for p in self.phases},
       "final": {k: final[k] for k in ("val_accuracy", "test_accuracy", "val_loss", "test_loss")},
@@ -227,6 +245,7 @@ def train_and_evaluate(
   max_to_keep: int = 3,
   progress: bool = True,
   should_stop: Optional[Callable[[], bool]] = None,
+  devices: Optional[int] = 1,
 ) -> RunResult:
   """Trains SmartMixed (Phase 1, freeze, Phase 2), or a fixed baseline.
 
@@ -255,6 +274,9 @@ def train_and_evaluate(
     progress: show progress bars.
     should_stop: polled after every epoch; when it returns True the run
       checkpoints that epoch and raises :class:`Stopped` (the CLI's SIGTERM).
+    devices: data-parallel over this many devices (None: all of them); each
+      batch is split over them, so ``batch_size`` is global. Same results as
+      one device up to float round-off; may change on resume.
 
   Returns:
     A :class:`RunResult`; ``result.summary()`` is what ``results.json`` holds.
@@ -278,9 +300,10 @@ def train_and_evaluate(
   if config.batch_size > train_examples:
     raise ValueError(f"batch_size {config.batch_size} exceeds the {train_examples} training examples.")
   check_memory(config, train_examples, len(data.validation.y) + len(data.test.y))
+  mesh = data_parallel_mesh(devices)
   train = functools.partial(
     _train, config, data, train_examples=train_examples, checkpoint_every=checkpoint_every,
-    progress=progress, should_stop=should_stop or (lambda: False),
+    progress=progress, should_stop=should_stop or (lambda: False), mesh=mesh,
   )  # fmt: skip
   if workdir is None:
     if resume:
@@ -335,6 +358,7 @@ def _train(
   checkpoint_every: int,
   progress: bool,
   should_stop: Callable[[], bool],
+  mesh: Optional[jax.sharding.Mesh],
 ) -> RunResult:
   """The run itself, once everything is validated and the directory is held."""
   splits = device_splits(data, config.train_limit)
@@ -342,7 +366,7 @@ def _train(
   init_key, phase1_key, reinit_key, phase2_key = jax.random.split(jax.random.key(config.seed), 4)
   common = dict(
     splits=splits, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-    loss_fn=config.loss_fn, progress=progress,
+    loss_fn=config.loss_fn, progress=progress, mesh=mesh,
   )  # fmt: skip
   phase_of = restored.meta["phase"] if restored else None
   run_meta = {"config": config.to_dict(), "resumes": list(resumes)}
@@ -382,6 +406,7 @@ def _train(
     )  # fmt: skip
 
   def finish(result: RunResult) -> RunResult:
+    result.devices = 1 if mesh is None else mesh.size
     if workdir is not None:
       from smartmixed_jax._src.artifacts import write_run
 
@@ -444,3 +469,35 @@ def _train(
       resumes=list(resumes),
     )  # fmt: skip
   )
+
+
+def load_run(run_dir: os.PathLike) -> FrozenMLP:
+  """The selected frozen model of a finished run: its lowest-validation-loss epoch of the last phase.
+
+  Reads the run's settings and its newest intact checkpoint (written at the
+  end of the last phase), so its predictions reproduce ``results.json``'s
+  test accuracy exactly.
+
+  Args:
+    run_dir: a directory a finished :func:`train_and_evaluate` (or ``smartmixed train``) wrote.
+
+  Raises:
+    ValueError: no finished run there, or its final checkpoint is missing.
+
+  Example:
+    >>> model = load_run("runs/demo")            # doctest: +SKIP
+    >>> logits = model(x)                        # doctest: +SKIP
+  """
+  from smartmixed_jax._src.checkpoint import Checkpoints
+
+  run_dir = Path(run_dir)
+  if not (run_dir / RESULTS_FILE).is_file():
+    raise ValueError(f"{run_dir} holds no finished run ({RESULTS_FILE} is missing); finish it with --resume.")
+  config = rundir.read_config(run_dir)
+  restored = None
+  if (run_dir / CHECKPOINTS).is_dir():
+    restored = Checkpoints(run_dir / CHECKPOINTS).restore_latest(functools.partial(abstract_state, config))
+  last = config.baseline or "phase2"
+  if restored is None or restored.meta["phase"] != last:
+    raise ValueError(f"{run_dir / CHECKPOINTS} holds no intact checkpoint of the run's last phase ({last}).")
+  return restored.arrays["best_params"]
