@@ -101,3 +101,31 @@ def test_sweep_on_four_devices_writes_the_single_device_records(mnist_cache, tmp
     tolerance = 1e-2 if a.parent.name == "smartmixed" else 1e-4
     _close(_metrics(json.loads(a.read_text())), _metrics(json.loads(b.read_text())), str(a), tolerance)
   assert json.loads((tmp_path / "4" / "sweep.json").read_text())["devices"] == 4
+
+
+def test_two_processes_joined_by_jax_distributed_match_one(mnist_cache, tmp_path):
+  """A real multi-host run: two local processes (CPU collectives over gloo), one device each."""
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  args = ["train", "--arch", "64-32", "--phase1-epochs", "2", "--phase2-epochs", "1", "--train-limit",
+          "2048", "--seed", "3", "--checkpoint-every", "1", "--no-progress", "--data-dir", str(mnist_cache)]  # fmt: skip
+  command = [str(Path(sys.executable).with_name("smartmixed")), *args]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  hosts = ["--out", str(tmp_path / "two"), "--coordinator", f"localhost:{port}", "--num-processes", "2"]
+  processes = [subprocess.Popen([*command, *hosts, "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+  outputs = [p.communicate(timeout=300) for p in processes]
+  assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+  assert "wrote" in outputs[0][0] and "wrote" not in outputs[1][0]  # only process 0 writes
+  one = subprocess.run([*command, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True)
+  assert one.returncode == 0, one.stderr[-2000:]
+  two, single = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("two", "one"))
+  assert two["environment"]["devices_used"] == 2 and two["activation_counts"] == single["activation_counts"]
+  for key, value in single["final"].items():
+    assert abs(value - two["final"][key]) <= 1e-5 * abs(value), key
+  assert (
+    sorted(int(p.name) for p in (tmp_path / "two" / "checkpoints").iterdir() if p.name.isdigit())[-1] == 3
+  )

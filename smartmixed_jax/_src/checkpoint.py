@@ -157,7 +157,8 @@ class Checkpoints:
   def _set_aside(self, step: int, reason: str) -> None:
     """Reports a damaged checkpoint in one line and moves it aside (kept for inspection)."""
     damaged = self.directory / f"{step}.damaged"
-    os.replace(self.directory / str(step), damaged)
+    if jax.process_index() == 0:  # one process moves it; the others only skip it
+      os.replace(self.directory / str(step), damaged)
     with _quiet():
       self._manager.reload()
     print(f"warning: checkpoint {step} is damaged ({reason}); moved to {damaged}, using an older one.",

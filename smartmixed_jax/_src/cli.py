@@ -26,8 +26,10 @@ OVERRIDES = (
 )  # fmt: skip
 """``train`` flags that override the preset's value when given (None: not given)."""
 
-RESUME_FLAGS = ("--lr", "--skip-nonfinite", "--checkpoint-every", "--keep", "--no-progress", "--devices",
-                "--data-dir", "--idx-dir", "--download")  # fmt: skip
+RESUME_FLAGS = (
+  "--lr", "--skip-nonfinite", "--checkpoint-every", "--keep", "--no-progress", "--devices", "--coordinator",
+  "--num-processes", "--process-id", "--distributed", "--data-dir", "--idx-dir", "--download",
+)  # fmt: skip
 """What ``train --resume`` accepts besides the directory; every other setting is the run's own."""
 
 DEMO = dict(arch="medium_5layer", preset="recommended", phase1_epochs=5, phase2_epochs=10, seed=0)
@@ -66,7 +68,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
   )
   p.add_argument("--no-progress", action="store_true", help="hide progress bars")
   p.add_argument(
-    "--devices", type=int, default=None, help="data-parallel over N devices (default: all local devices)"
+    "--devices", type=int, default=None, help="data-parallel over N devices (default: all, on every host)"
+  )
+  hosts = p.add_argument_group("several processes or hosts (jax.distributed)")
+  hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address; every process gives it")
+  hosts.add_argument("--num-processes", type=int, metavar="N", help="how many processes take part")
+  hosts.add_argument("--process-id", type=int, metavar="I", help="this process's index, 0 to N-1")
+  hosts.add_argument(
+    "--distributed", action="store_true", help="join a cluster JAX detects itself (Slurm, TPU pod slices)"
   )
   p.add_argument("--overwrite", action="store_true", help="replace the run in --out, checkpoints included")
 
@@ -296,6 +305,25 @@ def _graceful_stop() -> Iterator[_StopRequest]:
       signal.signal(s, handler)
 
 
+def _join_processes(args: argparse.Namespace) -> None:
+  """Joins the other processes of a multi-host run (jax.distributed), before anything uses a device."""
+  explicit = (args.coordinator, args.num_processes, args.process_id)
+  if all(v is None for v in explicit) and not args.distributed:
+    return
+  if not args.distributed and any(v is None for v in explicit):
+    raise ValueError("--coordinator, --num-processes and --process-id go together (or use --distributed).")
+  if not args.distributed and not 0 <= args.process_id < args.num_processes:
+    raise ValueError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}.")
+  import jax
+
+  if jax.config.jax_platforms in (None, "", "cpu"):  # CPU processes exchange gradients through gloo
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  if args.distributed:
+    jax.distributed.initialize()
+  else:
+    jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+
+
 def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
   import jax
 
@@ -323,10 +351,11 @@ def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
     max_to_keep=args.keep,
     progress=not args.no_progress,
     should_stop=stop,
-    devices=args.devices if args.devices is not None else jax.local_device_count(),
+    devices=args.devices if args.devices is not None else jax.device_count(),
   )
   summary = result.summary()
-  _print_summary(summary, args.out)
+  if jax.process_index() == 0:  # the process that wrote the files
+    _print_summary(summary, args.out)
   return summary
 
 
@@ -368,6 +397,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       if args.command == "export":
         _export(args)
         return 0
+      _join_processes(args)  # first: the pool checks below already use a device
       if args.command == "demo":
         config = make_config(**DEMO, dataset=args.dataset)
         _check_demo_dir(args.out, config)

@@ -342,6 +342,22 @@ class PhaseResult:
     }
 
 
+def _place(tree: Any, sharding: jax.sharding.Sharding) -> Any:
+  """``tree``'s arrays as global arrays laid out by ``sharding``, built from each process's own copy.
+
+  Works across processes (hosts): every process holds the same values and
+  contributes the shards its devices hold.
+  """
+
+  def put(leaf):
+    if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(leaf)), impl=jax.random.key_impl(leaf))
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+  return jax.tree.map(put, tree)
+
+
 def _mesh_layout(mesh: jax.sharding.Mesh, models: Optional[int]):
   """(sharding of per-model arrays, of shared arrays, of each batch) for training on ``mesh``."""
   from jax.sharding import NamedSharding
@@ -439,11 +455,12 @@ def fit(
   batch_sharding = None
   if mesh is not None:
     model_sharding, shared, batch_sharding = _mesh_layout(mesh, models)
-    params, key, aux = jax.device_put((params, key, aux), model_sharding)
-    splits = jax.device_put(splits, shared)
+    # Through the host: every process holds the same values, which become one global array.
+    params, key, aux = _place((params, key, aux), model_sharding)
+    splits = _place(splits, shared)
     if resume is not None:
       arrays = ("params", "opt_state", "key", "best_params", "best_loss")
-      placed = jax.device_put(tuple(getattr(resume, a) for a in arrays), model_sharding)
+      placed = _place(tuple(getattr(resume, a) for a in arrays), model_sharding)
       resume = dataclasses.replace(resume, **dict(zip(arrays, placed)))
   epoch_fn = make_train_epoch(
     apply,

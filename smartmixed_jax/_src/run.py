@@ -7,6 +7,7 @@ plots (written last). Each phase trains through :func:`smartmixed_jax.fit`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -77,7 +78,7 @@ def check_data(data: Dataset, *, features: int, classes: int) -> None:
 
 def _available_memory() -> tuple[int, str]:
   """Bytes the default device can hold, and its name."""
-  device = jax.devices()[0]
+  device = jax.local_devices()[0]
   stats = device.memory_stats() if hasattr(device, "memory_stats") else None
   if stats and stats.get("bytes_limit"):
     return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"{device.device_kind} memory"
@@ -312,17 +313,19 @@ def train_and_evaluate(
   workdir = Path(workdir)
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"workdir {workdir} is a file, not a directory.")
-  with rundir.locked(workdir):
+  primary = jax.process_index() == 0  # with several processes (hosts), only the first writes files
+  with rundir.locked(workdir) if primary else contextlib.nullcontext():
     held = rundir.holds_run(workdir)
-    if not resume:
-      if held and not overwrite:
-        raise ValueError(
-          f"{workdir} already holds a run ({', '.join(held)}); resume it, overwrite it, or choose another"
-          " directory."
-        )
-      rundir.clear(workdir)
-    elif not held:
+    if not resume and held and not overwrite:
+      raise ValueError(
+        f"{workdir} already holds a run ({', '.join(held)}); resume it, overwrite it, or choose another"
+        " directory."
+      )
+    if resume and not held:
       raise ValueError(f"Nothing to resume in {workdir}: it holds no run.")
+    if not resume and primary:
+      rundir.clear(workdir)
+    _sync("smartmixed: run directory ready")
     from smartmixed_jax._src.checkpoint import Checkpoints
 
     store = Checkpoints(workdir / CHECKPOINTS, max_to_keep=max_to_keep)
@@ -342,8 +345,17 @@ def train_and_evaluate(
     elif resume:
       rundir.resume_changes(rundir.read_config(workdir), config, where=f"in {workdir / CONFIG_FILE}")
       print(f"note: {workdir} has no intact checkpoint; training starts from epoch 1.", file=sys.stderr)
-    write_json(workdir / CONFIG_FILE, config.to_dict())
+    if primary:
+      write_json(workdir / CONFIG_FILE, config.to_dict())
     return train(workdir, store, restored, resumes)
+
+
+def _sync(name: str) -> None:
+  """A barrier across processes (a no-op for one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 def _train(
@@ -407,7 +419,7 @@ def _train(
 
   def finish(result: RunResult) -> RunResult:
     result.devices = 1 if mesh is None else mesh.size
-    if workdir is not None:
+    if workdir is not None and jax.process_index() == 0:
       from smartmixed_jax._src.artifacts import write_run
 
       write_run(workdir, result)
