@@ -111,7 +111,8 @@ def test_two_processes_joined_by_jax_distributed_match_one(mnist_cache, tmp_path
     s.bind(("localhost", 0))
     port = s.getsockname()[1]
   args = ["train", "--arch", "64-32", "--phase1-epochs", "2", "--phase2-epochs", "1", "--train-limit",
-          "2048", "--seed", "3", "--checkpoint-every", "1", "--no-progress", "--data-dir", str(mnist_cache)]  # fmt: skip
+          "2048", "--seed", "3", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
+  args += ["--data-dir", str(mnist_cache)]
   command = [str(Path(sys.executable).with_name("smartmixed")), *args]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   hosts = ["--out", str(tmp_path / "two"), "--coordinator", f"localhost:{port}", "--num-processes", "2"]
