@@ -1,11 +1,14 @@
 """Shared fixtures: real MNIST, prepared once per session into a fresh cache."""
 
+import os
+
 import jax
 import pytest
 
 import smartmixed_jax as sm
 
-jax.config.update("jax_platforms", "cpu")
+# CPU unless told otherwise (experiments/accelerator.sh runs the suite on the accelerator).
+jax.config.update("jax_platforms", os.environ.get("SMARTMIXED_TEST_BACKEND", "cpu"))
 
 
 @pytest.fixture(scope="session")

@@ -41,17 +41,25 @@ def leaky_relu(x: jax.Array) -> jax.Array:
   return jnp.where(x > 0, x, LEAKY_RELU_SLOPE * x)
 
 
-def _expm1_negative_part(x: jax.Array) -> jax.Array:
-  """``expm1(min(x, 0))``, accurate to a few float32 ulp, about 2x faster on CPU.
+def _expm1_cpu(x: jax.Array) -> jax.Array:
+  """``expm1(x)`` for ``x <= 0``, accurate to a few float32 ulp, about 2x faster than XLA's on CPU.
 
-  Clamping first keeps exp of the untaken branch finite: where() would
-  otherwise pass inf * 0 = nan back through the gradient for large x. Near
-  zero, where ``exp(x) - 1`` cancels, a Taylor polynomial (error < 1e-10 for
-  |x| < 0.1) takes over; XLA's CPU ``expm1`` is a scalar routine.
+  Near zero, where ``exp(x) - 1`` cancels, a Taylor polynomial (error < 1e-10
+  for |x| < 0.1) takes over; XLA's CPU ``expm1`` is a scalar routine.
   """
-  x = jnp.minimum(x, 0)
   taylor = x * (1 + x * (1 / 2 + x * (1 / 6 + x * (1 / 24 + x * (1 / 120 + x / 720)))))
   return jnp.where(x > -0.1, taylor, jnp.exp(x) - 1)
+
+
+def _expm1_negative_part(x: jax.Array) -> jax.Array:
+  """``expm1(min(x, 0))``: the CPU speed-up on CPU, XLA's own ``expm1`` on GPU and TPU.
+
+  Clamping first keeps exp of the untaken branch finite: where() would
+  otherwise pass inf * 0 = nan back through the gradient for large x. The
+  choice is made per platform when lowering, so one exported artifact carries
+  both.
+  """
+  return jax.lax.platform_dependent(jnp.minimum(x, 0), cpu=_expm1_cpu, default=jnp.expm1)
 
 
 def elu(x: jax.Array) -> jax.Array:
