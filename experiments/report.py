@@ -53,7 +53,7 @@ def load_runs(out: Path) -> list[dict[str, Any]]:
   not learned.
   """
   runs = [json.loads(p.read_text()) for p in sorted(Path(out).glob("runs/*/*/seed*.json"))]
-  for run in [r for r in runs if r["model"] == "smartmixed"]:
+  for run in [r for r in runs if r["model"] == "smartmixed" and r["main"]]:
     control = run["phase2"].get(f"random/{run['main'].split('/')[1]}")
     if control is not None:
       runs.append({
@@ -71,7 +71,7 @@ def models_of(runs: Sequence[dict]) -> tuple[str, ...]:
 
 def failed(run: dict) -> bool:
   """A SmartMixed run that did not learn (a selected validation accuracy below 50%)."""
-  phases = [run["phase1"]["best"], run["phase2"][run["main"]]["best"]]
+  phases = [run["phase1"]["best"]] + ([run["phase2"][run["main"]]["best"]] if run["main"] else [])
   return any(p["val_accuracy"] < FAILED_VAL_ACCURACY for p in phases)
 
 
@@ -537,6 +537,8 @@ def write_report(
   if not runs:
     raise SystemExit(f"No results under {out / 'runs'}: run experiments/sweep.py first.")
   settings = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {}
+  if all(r["main"] is None for r in runs if r["model"] == "smartmixed"):
+    return write_selection_report(out, runs, settings)
   table = by_arch_model(runs)
   models = models_of(runs)
   test, val = accuracy_table(runs, "test"), accuracy_table(runs, "val")
@@ -639,6 +641,131 @@ def write_report(
   lines += _ablation_section(runs, smart)
   lines += _controls_section(runs, smart)
   lines += _compute_section(runs, out)
+  path = out / "REPORT.md"
+  atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+  return path
+
+
+def plot_selection_curves(path: Path, runs: Sequence[dict]) -> str:
+  """Per architecture, Phase 1's diagnostics per epoch, averaged over layers and seeds."""
+  plt = pyplot()
+  panels = (("entropy", "entropy / log 6 (1 = undecided)"), ("p_argmax", "P(argmax) (1/6 = undecided)"),
+            ("argmax_changed", "share of argmaxes changed"))  # fmt: skip
+  fig, axes = plt.subplots(1, len(panels), figsize=(13, 3.6))
+  cmap = plt.get_cmap("viridis")
+  archs = by_arch_model(runs)
+  for n, (arch, models) in enumerate(archs.items()):
+    seeds = list(models.get("smartmixed", {}).values())
+    if not seeds:
+      continue
+    for ax, (key, label) in zip(axes, panels):
+      epochs = [e["epoch"] for e in seeds[0]["phase1"]["history"] if "selection" in e]
+      values = [
+        statistics.fmean(
+          statistics.fmean(layer[key] for layer in run["phase1"]["history"][e]["selection"]) for run in seeds
+        )
+        for e in epochs
+      ]
+      ax.plot(epochs, values, color=cmap(n / max(len(archs) - 1, 1)), linewidth=1, label=arch)
+      ax.set_title(label, fontsize=9)
+      ax.set_xlabel("Phase 1 epoch")
+      ax.grid(alpha=0.3)
+  axes[1].axhline(1 / len(ACTIVATIONS), color="grey", linestyle=":")
+  axes[-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+  fig.tight_layout()
+  return save_figure(fig, path, dpi=110)
+
+
+def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, Any]) -> Path:
+  """REPORT.md of a Phase-1-only study: which activations each depth selects, and whether it has settled."""
+  smart = [r for r in runs if r["model"] == "smartmixed"]
+  seeds = sorted({r["seed"] for r in smart})
+  config = smart[0]["config"]
+  early, deep = first_last_shares(runs, EARLY), first_last_shares(runs, DEEP)
+  shares, bin_counts = depth_shares(runs)
+  per_seed = [depth_shares([r for r in smart if r["seed"] == s])[0] for s in seeds]
+  decided = decisiveness(runs)
+  settled = statistics.fmean(d["decided"].mean for d in decided.values()) >= 0.5 if decided else False
+  figures = {
+    "depth": plot_depth_heatmap(out / "depth_heatmap.png", shares, bin_counts),
+    "selection": plot_selection_curves(out / "selection_curves.png", runs),
+    "trajectories": plot_trajectories(
+      out / "phase1_trajectories.png",
+      runs,
+      [a for a in ("medium_5layer", "wide_8layer", "wide_14layer") if any(r["arch"] == a for r in smart)],
+    ),
+  }
+  steps = math.ceil(settings.get("train_examples", 54000) / config["batch_size"]) * config["phase1_epochs"]
+  lines = [
+    f"# Which activations does Phase 1 select? (`{settings.get('budget', '?')}` study, preset"
+    f" `{settings.get('preset', '?')}`)",
+    "",
+    f"Command: `python experiments/sweep.py --budget {settings.get('budget', '?')} --preset"
+    f" {settings.get('preset', '?')} --seeds {' '.join(map(str, seeds))}` (then `python experiments/report.py"
+    f" {out.as_posix()}` rewrites this report from the committed per-run records).",
+    "",
+    f"Phase 1 only: {config['phase1_epochs']} epochs of {settings.get('train_examples', '?')} examples,"
+    f" {steps:,} steps of batch {config['batch_size']} (the paper's Phase 1 is 21,100), Adam lr"
+    f" {config['learning_rate']} ({config['schedule']}), temperature {config['temperature']}; seeds {seeds};"
+    f" {len({r['arch'] for r in smart})} architectures; {len(smart)} runs;"
+    f" {compute_seconds(runs) / 3600:.1f} h of wall time on {settings.get('backend', '?')}. Choices are the"
+    " argmax of each neuron's logits at the lowest-validation-loss epoch.",
+    "",
+    TEMPERATURE_NOTE,
+    "",
+    "## Has the selection settled?",
+    "",
+    f"![selection diagnostics per epoch]({figures['selection']})",
+    "",
+    "*Figure: per architecture (colour: position in the paper's list), Phase 1's diagnostics per epoch,"
+    " mean over hidden layers and seeds; dotted: 1/6.*",
+    "",
+    "Last epoch, mean over hidden layers (mean ± std over seeds):",
+    "",
+    *_table(
+      ["architecture", "entropy", "decided", "P(argmax)", "argmax changed", "argmax = most sampled"],
+      ([a, *(d[k].fmt(1, 3) for k in DIAGNOSTICS)] for a, d in decided.items()),
+    ),
+    "",
+    (
+      "On average at least half of the neurons are decided (entropy below half of log 6): the selection has"
+      " settled enough to read preferences."
+      if settled
+      else "On average fewer than half of the neurons are decided (entropy below half of log 6): the"
+      " preferences below are those of a selection that has not settled."
+    ),
+    "",
+    "## Preferences by depth",
+    "",
+    f"![activation share by relative depth]({figures['depth']})",
+    "",
+    "*Figure: mean share of each activation among the hidden layers at each relative depth (layer count per"
+    " bin below the axis); white = 1/6. Failed runs (validation accuracy below 50%) are left out.*",
+    "",
+    "Share per depth bin, mean ± std over seeds:",
+    "",
+    *_table(
+      ["activation", *(f"{j / DEPTH_BINS:.1f}–{(j + 1) / DEPTH_BINS:.1f}" for j in range(DEPTH_BINS))],
+      (
+        [
+          name,
+          *(
+            Stat(float(sh[i, j]) for sh in per_seed if np.isfinite(sh[i, j])).fmt(100, 1)
+            for j in range(DEPTH_BINS)
+          ),
+        ]
+        for i, name in enumerate(ACTIVATIONS)
+      ),
+    ),  # fmt: skip
+    "",
+    f"Claim 4 (early relu / leaky_relu, deep elu / selu), paired within each run (≥ 3 hidden layers): relu +"
+    f" leaky_relu first − last {early['shift'].fmt_ci(100, 1)} points; elu + selu last − first"
+    f" {deep['rise'].fmt_ci(100, 1)} (95% CI over seeds). Verdict: {_depth_verdict(early, deep, settled)}.",
+    "",
+    f"![Phase 1 activation shares per epoch]({figures['trajectories']})",
+    "",
+    "*Figure: per epoch, the argmax share of each activation in the first and last hidden layer.*",
+  ]
   path = out / "REPORT.md"
   atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
   return path

@@ -60,6 +60,8 @@ class Budget:
 
 BUDGETS = {
   "quick": Budget(3, 3, 8192),  # all 18 architectures x 3 seeds in ~35 min on 2 CPU cores
+  # Phase 1 alone at the paper's step count (50 epochs x 422 steps = 21,100): where selection settles.
+  "selection": Budget(50, 0),
   "medium": Budget(10, 20),  # full training set
   "paper": Budget(50, 350),  # the reference: 50 + 350 epochs, baselines 400
 }
@@ -225,6 +227,8 @@ def run_smartmixed(
     "reinit": weights_only(jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["reinit"])),
   }
   cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
+  if config.phase2_epochs == 0:  # a selection study: Phase 1 is the object
+    return {seed: _phase1_record(arch, seed, make, phase1, rules, i, k) for i, seed in enumerate(seeds)}
   phase2 = train_cohort(
     cat([inits[init] for _, init in variants]),
     aux=cat([rules[rule] for rule, _ in variants]),  # per-model choices, as data
@@ -264,6 +268,19 @@ def run_smartmixed(
       "cohort": {"runs": len(seeds), "seconds": seconds},
     }
   return runs
+
+
+def _phase1_record(arch, seed, make, phase1, rules, i, k) -> dict[str, Any]:
+  """The record of a Phase-1-only run: its history with diagnostics, and its choices."""
+  per_rule = {rule: [np.asarray(c[i]) for c in rules[rule]] for rule in RULES}
+  agree = [float(np.mean(a == b)) for a, b in zip(per_rule["argmax"], per_rule["most_frequent"])]
+  record = phase1.record(i)
+  return {
+    "model": "smartmixed", "config": make(arch, seed=seed).to_dict(), "phase1": record, "phase2": {},
+    "main": None, "final": {key: record["best"][key] for key in FINAL},
+    "choices": {rule: _counts(c, k) for rule, c in per_rule.items()}, "rule_agreement": agree,
+    "cohort": {"runs": len(phase1.best_epochs), "seconds": phase1.seconds},
+  }  # fmt: skip
 
 
 def run_baselines(
@@ -377,7 +394,8 @@ def sweep(
   check_settings(out, settings)
   todo = []
   for arch in archs:
-    missing = [(m, s) for m in MODELS for s in seeds if not run_path(out, arch, m, s).exists()]
+    models = MODELS if plan.phase2_epochs else ("smartmixed",)  # a selection study has no baselines
+    missing = [(m, s) for m in models for s in seeds if not run_path(out, arch, m, s).exists()]
     smart = [s for m, s in missing if m == "smartmixed"]
     if smart:
       todo.append((arch, "smartmixed", smart))

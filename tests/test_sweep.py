@@ -204,3 +204,17 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
     assert (tmp_path / f"{png}.png").stat().st_size > 1000
   assert "| small_3layer |" in text and "nan" not in text.lower()
   assert "not supported at this budget" in text and "Friedman's test" in text and "random_mixture" in text
+
+
+def test_selection_study_trains_phase1_only_and_reports_it(mnist, tmp_path, monkeypatch):
+  monkeypatch.setitem(sweep.BUDGETS, "tiny_selection", sweep.Budget(2, 0, 512))
+  kwargs = dict(archs=["small_3layer"], seeds=[0, 1], budget="tiny_selection", progress=False)
+  assert sweep.sweep(tmp_path, mnist, **kwargs) == 2  # SmartMixed only: no baselines, no Phase 2
+  run = json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", 0).read_text())
+  assert run["main"] is None and run["phase2"] == {} and run["phase1"]["epochs"] == 2
+  assert run["final"]["test_accuracy"] == run["phase1"]["best"]["test_accuracy"]
+  assert len(run["phase1"]["history"][2]["selection"]) == 2
+  text = report.write_report(tmp_path).read_text()
+  for part in ("Has the selection settled?", "Preferences by depth", "Gumbel-max", "95% CI over seeds"):
+    assert part in text, part
+  assert (tmp_path / "selection_curves.png").stat().st_size > 1000
