@@ -211,3 +211,15 @@ def test_nan_logits_are_refused_by_freeze():
   params = dataclasses.replace(params, logits=(params.logits[0].at[1, 2].set(jnp.nan),))
   with pytest.raises(ValueError, match=r"logits\[0\] are not finite"):
     sm.freeze(params)
+
+
+def test_bfloat16_compute_trains_and_keeps_float32_state(mnist):
+  config = _tiny(dtype="bfloat16")
+  result = sm.train_and_evaluate(config, mnist, progress=False)
+  summary = result.summary()
+  assert summary["config"]["dtype"] == "bfloat16" and summary["final"]["test_accuracy"] > 0.5
+  assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(result.model))  # mixed precision
+  float32 = sm.train_and_evaluate(_tiny(), mnist, progress=False).summary()
+  assert abs(summary["final"]["test_accuracy"] - float32["final"]["test_accuracy"]) < 0.05
+  with pytest.raises(ValueError, match=r"Unknown dtype 'float16'; valid dtypes are \['float32', 'bfloat16'\]"):
+    _tiny(dtype="float16")

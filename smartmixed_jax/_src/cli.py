@@ -22,7 +22,7 @@ from smartmixed_jax._src.rundir import CHECKPOINTS, RunBusyError, Stopped
 
 OVERRIDES = (
   "phase1_epochs", "phase2_epochs", "seed", "learning_rate", "schedule", "batch_size", "temperature",
-  "final_temperature", "pool", "dataset", "baseline", "reinit_phase2", "train_limit",
+  "final_temperature", "pool", "dataset", "baseline", "reinit_phase2", "train_limit", "dtype",
 )  # fmt: skip
 """``train`` flags that override the preset's value when given (None: not given)."""
 
@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     "--carry-over", dest="reinit_phase2", action="store_false", help="carry the Phase 1 weights into Phase 2"
   )
   train.add_argument("--train-limit", type=int, help="use only the first N training examples")
+  train.add_argument(
+    "--dtype", choices=["float32", "bfloat16"], help="compute dtype (bfloat16: mixed precision for GPU/TPU)"
+  )
   train.add_argument("--out", type=Path, help="output directory")
   train.add_argument(
     "--resume",

@@ -7,6 +7,8 @@ import functools
 import math
 from typing import Any, Optional
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from smartmixed_jax._src.data import DATASETS
@@ -59,6 +61,9 @@ def parse_architecture(arch: str) -> tuple[int, ...]:
   return tuple(int(p) for p in parts)
 
 
+DTYPES = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that defines a training run; plain, serialisable data.
@@ -98,6 +103,9 @@ class Config:
       whose argmax changed has stayed below ``switch_threshold`` for this
       many consecutive epochs; ``phase1_epochs`` is then the maximum.
     switch_threshold: see ``switch_patience``.
+    dtype: ``"float32"`` or ``"bfloat16"``: the forward and backward passes'
+      compute dtype (mixed precision for GPU/TPU: parameters, optimizer
+      state and the loss stay float32).
   """
 
   hidden: tuple[int, ...] = ARCHITECTURES["medium_5layer"]
@@ -123,6 +131,7 @@ class Config:
   skip_nonfinite: bool = False
   switch_patience: Optional[int] = None
   switch_threshold: float = 0.01
+  dtype: str = "float32"
 
   def __post_init__(self):
     object.__setattr__(self, "hidden", validate_layer_sizes((INPUT_SIZE, *self.hidden, NUM_CLASSES))[1:-1])
@@ -162,6 +171,8 @@ class Config:
       raise ValueError(f"switch_patience must be an integer >= 1 or None, got {self.switch_patience!r}.")
     if not 0 < self.switch_threshold <= 1:
       raise ValueError(f"switch_threshold must be in (0, 1], got {self.switch_threshold!r}.")
+    if self.dtype not in DTYPES:
+      raise ValueError(f"Unknown dtype {self.dtype!r}; valid dtypes are {list(DTYPES)}.")
     if self.baseline is not None and self.baseline not in names:
       raise ValueError(f"baseline {self.baseline!r} is not in the pool {names}.")
 
@@ -182,6 +193,20 @@ class Config:
   def loss_fn(self):
     """The run's per-example loss of ``(logits, labels)``."""
     return functools.partial(cross_entropy, softmax_output=self.softmax_output)
+
+  def compute(self, apply_fn):
+    """``apply_fn(params, x, ...)`` computing in :attr:`dtype`; the logits come back float32 for the loss."""
+    if self.dtype == "float32":
+      return apply_fn
+    dtype = jnp.dtype(self.dtype)
+
+    def cast(a):
+      return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+
+    def mixed(params, x, *args, **kwargs):
+      return apply_fn(jax.tree.map(cast, params), cast(x), *args, **kwargs).astype(jnp.float32)
+
+    return mixed
 
   @property
   def training_pool(self) -> Pool:

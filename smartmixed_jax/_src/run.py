@@ -405,6 +405,7 @@ def _train(
   def resumed(phase: str) -> Optional[loop.PhaseState]:
     return loop.PhaseState.restore(restored.arrays, restored.meta) if phase_of == phase else None
 
+  @config.compute
   def frozen_apply(model, x, key, step):
     return model(x)
 
@@ -435,9 +436,11 @@ def _train(
   temperature = temperature_schedule(config, config.phase1_epochs * steps_per_epoch)
   clip = config.clip_activations
 
+  @config.compute
   def selective(params, x, key, step):
     return apply_selective(params, x, key, temperature=temperature(step), clip=clip)
 
+  @config.compute
   def hard(params, x, key, step):
     return apply_hard(params, x, clip=clip)
 
