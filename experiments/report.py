@@ -587,9 +587,10 @@ def write_report(
   ]
   if not settled:
     lines += [
-      "**This budget has not converged** (no fixed-activation baseline reaches 98% test accuracy on the"
-      " shallowest network), so a claim that is not borne out here reads *not supported at this budget*:"
-      " it is not evidence against the paper.",
+      "**This study measures an unconverged selection at an unconverged budget** (no fixed-activation"
+      " baseline reaches 98% test accuracy on the shallowest network, and few neurons have decided: see"
+      " *Has the selection happened?*). Its claim verdicts are not evidence for or against the paper; a"
+      " claim not borne out here reads *not resolved at this budget*.",
       "",
     ]
   lines += _claims(table, ranks, gain, early, deep, settings, settled)
@@ -800,7 +801,7 @@ def converged(test: dict[str, dict[str, Stat]]) -> bool:
 
 
 def _unsupported(settled: bool) -> str:
-  return "does not hold" if settled else "not supported at this budget"
+  return "does not hold" if settled else "not resolved at this budget"
 
 
 def _claims(table, ranks, gain, early, deep, settings, settled) -> list[str]:
@@ -835,8 +836,15 @@ def _claims(table, ranks, gain, early, deep, settings, settled) -> list[str]:
       f" {best_rank:.2f}, Nemenyi CD {fr['cd']:.2f})"
     )
   n_models = len(ranks["models"])
+  config = next(iter(next(iter(smart.values())).values()))["config"]
+  steps = math.ceil(settings.get("train_examples", 54000) / config["batch_size"]) * config["phase1_epochs"]
   return [
     "## The paper's four claims",
+    "",
+    f"Budget of every answer below: `{settings.get('budget', '?')}`, Phase 1 {config['phase1_epochs']} +"
+    f" Phase 2 {config['phase2_epochs']} epochs on {settings.get('train_examples', '?')} examples"
+    f" ({steps:,} Phase 1 steps at lr {config['learning_rate']}); the paper: 50 + 350 epochs on 54,000"
+    " examples (21,100 Phase 1 steps at lr 1e-4, baselines 400 epochs).",
     "",
     *_table(
       ["claim (paper)", "here", "verdict"],

@@ -203,7 +203,7 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   for png in ("accuracy", "rank_counts", "phase1_vs_phase2", "depth_heatmap", "phase1_trajectories"):
     assert (tmp_path / f"{png}.png").stat().st_size > 1000
   assert "| small_3layer |" in text and "nan" not in text.lower()
-  assert "not supported at this budget" in text and "Friedman's test" in text and "random_mixture" in text
+  assert "not resolved at this budget" in text and "Friedman's test" in text and "random_mixture" in text
 
 
 def test_selection_study_trains_phase1_only_and_reports_it(mnist, tmp_path, monkeypatch):

@@ -221,5 +221,7 @@ def test_bfloat16_compute_trains_and_keeps_float32_state(mnist):
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(result.model))  # mixed precision
   float32 = sm.train_and_evaluate(_tiny(), mnist, progress=False).summary()
   assert abs(summary["final"]["test_accuracy"] - float32["final"]["test_accuracy"]) < 0.05
-  with pytest.raises(ValueError, match=r"Unknown dtype 'float16'; valid dtypes are \['float32', 'bfloat16'\]"):
+  with pytest.raises(
+    ValueError, match=r"Unknown dtype 'float16'; valid dtypes are \['float32', 'bfloat16'\]"
+  ):
     _tiny(dtype="float16")
