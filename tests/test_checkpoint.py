@@ -8,25 +8,10 @@ import sys
 import time
 
 import pytest
+from _results import without_timings
 
 import smartmixed_jax as sm
 from smartmixed_jax._src import cli
-
-TIMING = {
-  "train_seconds",
-  "eval_seconds",
-  "seconds",
-  "median_epoch_train_seconds",
-  "median_epoch_eval_seconds",
-}
-
-
-def _without_timings(tree):
-  if isinstance(tree, dict):
-    return {k: _without_timings(v) for k, v in tree.items() if k not in TIMING}
-  if isinstance(tree, list):
-    return [_without_timings(v) for v in tree]
-  return tree
 
 
 def _config(**overrides):
@@ -62,7 +47,7 @@ def test_sigkill_mid_run_then_resume_gives_identical_results(tmp_path, mnist_cac
   assert cli.main([*args, "--out", str(reference)]) == 0
   resumed = json.loads((killed / "results.json").read_text())
   uninterrupted = json.loads((reference / "results.json").read_text())
-  assert _without_timings(resumed) == _without_timings(uninterrupted)
+  assert without_timings(resumed) == without_timings(uninterrupted)
   assert (killed / "choices.csv").read_text() == (reference / "choices.csv").read_text()
 
 
@@ -80,7 +65,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path, mnist, c
   err = capfd.readouterr().err
   assert err.count("\n") == 1 and f"checkpoint {steps[-1]} is damaged (unreadable" in err, err  # one line
   assert (tmp_path / "checkpoints" / f"{steps[-1]}.damaged").is_dir()  # set aside, not deleted
-  assert _without_timings(result.summary()) == _without_timings(uninterrupted)
+  assert without_timings(result.summary()) == without_timings(uninterrupted)
 
 
 def test_a_flipped_bit_in_a_checkpoint_is_detected_by_its_digest(tmp_path, mnist, capfd):
@@ -97,7 +82,7 @@ def test_a_flipped_bit_in_a_checkpoint_is_detected_by_its_digest(tmp_path, mnist
   result = sm.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
   err = capfd.readouterr().err
   assert err.count("\n") == 1 and "checkpoint 4 is damaged (its arrays do not match the digest" in err, err
-  assert _without_timings(result.summary()) == _without_timings(uninterrupted)
+  assert without_timings(result.summary()) == without_timings(uninterrupted)
 
 
 def test_checkpoints_without_resume_are_not_overwritten(tmp_path, mnist):

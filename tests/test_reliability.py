@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _results import without_timings
 
 import smartmixed_jax as sm
 from smartmixed_jax._src import cli
@@ -24,13 +25,6 @@ from smartmixed_jax._src import cli
 SCRIPT = Path(sys.executable).with_name("smartmixed")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "smartmixed_jax"]
 ENV = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
-TIMING = {
-  "train_seconds",
-  "eval_seconds",
-  "seconds",
-  "median_epoch_train_seconds",
-  "median_epoch_eval_seconds",
-}
 
 
 def smartmixed(*args, timeout=300, **kwargs) -> subprocess.CompletedProcess:
@@ -65,12 +59,7 @@ def snapshot(directory: Path) -> dict[str, str]:
 
 
 def results(directory: Path) -> dict:
-  def strip(tree):
-    if isinstance(tree, dict):
-      return {k: strip(v) for k, v in tree.items() if k not in TIMING and k != "environment"}
-    return [strip(v) for v in tree] if isinstance(tree, list) else tree
-
-  return strip(json.loads((directory / "results.json").read_text()))
+  return without_timings(json.loads((directory / "results.json").read_text()), drop={"environment"})
 
 
 def one_line_error(stderr: str) -> str:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _results import without_timings
+
 ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
 
 SCRIPT = """
@@ -66,13 +68,6 @@ for devices in (1, 4):  # 4 seeds: every cohort splits over all 4 devices
 """
 
 
-def _metrics(tree):
-  """The records' numbers, without timings and settings that name the device count."""
-  if isinstance(tree, dict):
-    return {k: _metrics(v) for k, v in tree.items() if "seconds" not in k and k != "cohort"}
-  return [_metrics(v) for v in tree] if isinstance(tree, list) else tree
-
-
 def _close(a, b, path="", tolerance=1e-4) -> None:
   if isinstance(a, dict):
     assert a.keys() == b.keys(), path
@@ -99,7 +94,7 @@ def test_sweep_on_four_devices_writes_the_single_device_records(mnist_cache, tmp
     # Round-off differs between the layouts; Phase 1's hard Gumbel samples can turn it into a different
     # draw now and then, so SmartMixed's records agree to 1% (one 4-step epoch, barely trained here).
     tolerance = 1e-2 if a.parent.name == "smartmixed" else 1e-4
-    _close(_metrics(json.loads(a.read_text())), _metrics(json.loads(b.read_text())), str(a), tolerance)
+    _close(*(without_timings(json.loads(f.read_text()), drop={"cohort"}) for f in (a, b)), str(a), tolerance)
   assert json.loads((tmp_path / "4" / "sweep.json").read_text())["devices"] == 4
 
 
