@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -45,14 +46,37 @@ DEPTH_BINS = 5
 PAPER = {"val": 98.22, "test": 98.03, "phase_gain": (2.0, 3.0)}
 
 
+def read_records(out: Path) -> list[dict[str, Any]]:
+  """The per-run records under ``out/runs``."""
+  return [json.loads(p.read_text()) for p in sorted(Path(out).glob("runs/*/*/seed*.json"))]
+
+
+def read_settings(out: Path) -> dict[str, Any]:
+  path = Path(out) / "sweep.json"
+  return json.loads(path.read_text()) if path.exists() else {}
+
+
+def reference_dir(out: Path, settings: dict[str, Any]) -> Optional[Path]:
+  """The sweep a variant study took its baselines from (``sweep.py --baselines-from``), if any."""
+  source = settings.get("baselines_from")
+  return (Path(out) / source).resolve() if source else None
+
+
 def load_runs(out: Path) -> list[dict[str, Any]]:
   """Every run record under ``out/runs``, plus the random-mixture control as a model of its own.
 
   The control is SmartMixed's Phase 2 trained with uniformly random choices
   (the sweep's ``random/<init>`` variant): a mixed network whose choices were
-  not learned.
+  not learned. A variant study (``sweep.py --baselines-from``) gets the
+  baselines of its architectures and seeds from that sweep.
   """
-  runs = [json.loads(p.read_text()) for p in sorted(Path(out).glob("runs/*/*/seed*.json"))]
+  runs = read_records(out)
+  reference = reference_dir(out, read_settings(out))
+  if reference:
+    have = {(r["arch"], r["seed"]) for r in runs}
+    runs += [
+      r for r in read_records(reference) if r["model"] != "smartmixed" and (r["arch"], r["seed"]) in have
+    ]
   for run in [r for r in runs if r["model"] == "smartmixed" and r["main"]]:
     control = run["phase2"].get(f"random/{run['main'].split('/')[1]}")
     if control is not None:
@@ -449,6 +473,54 @@ def plot_phases(path: Path, runs: Sequence[dict]) -> str:
   return save_figure(fig, path, dpi=110)
 
 
+def plot_convergence(path: Path, runs: Sequence[dict]) -> str:
+  """Per architecture, validation accuracy per epoch of every model (mean over seeds).
+
+  SmartMixed's Phase 2 (the preset's variant) follows its Phase 1; the
+  dotted line marks the switch.
+  """
+  plt = pyplot()
+  table = by_arch_model(runs)
+  cols = min(3, len(table))
+  rows = math.ceil(len(table) / cols)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.4 * cols, 3.2 * rows), squeeze=False)
+  colors = dict(zip(("smartmixed", *ACTIVATIONS), plt.get_cmap("tab10").colors))
+  for ax, (arch, models) in zip(axes.flat, table.items()):
+    lowest, highest = [], []
+    for model, seeds in models.items():
+      if model not in colors:
+        continue
+      curves = [_val_curve(run) for run in seeds.values()]
+      length = min(len(c) for c in curves)
+      mean = 100 * np.mean([c[:length] for c in curves], axis=0)
+      style = dict(linewidth=2.0, zorder=3) if model == "smartmixed" else dict(linewidth=1.0)
+      ax.plot(range(length), mean, color=colors[model], label=model, **style)
+      lowest.append(mean[min(2, length - 1) :].min())
+      highest.append(mean.max())
+      if model == "smartmixed" and seeds:
+        ax.axvline(next(iter(seeds.values()))["config"]["phase1_epochs"], color="grey", linestyle=":")
+    if highest:  # zoom on the last few points of accuracy, where the models differ
+      top = max(highest)
+      ax.set_ylim(max(min(lowest), top - 5) - 0.2, top + 0.3)
+    ax.set_title(f"{list(ARCHITECTURES).index(arch) + 1}. {arch}", fontsize=9)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.grid(alpha=0.3)
+  for ax in list(axes.flat)[len(table) :]:
+    ax.set_visible(False)
+  axes.flat[0].legend(fontsize=7)
+  fig.tight_layout()
+  return save_figure(fig, path, dpi=100)
+
+
+def _val_curve(run: dict) -> list[float]:
+  """A run's validation accuracy per epoch (0 = before training); SmartMixed's Phase 2 after Phase 1."""
+  if run["model"] != "smartmixed":
+    return [e["val_accuracy"] for e in run["phase"]["history"]]
+  phase2 = run["phase2"].get(run["main"], {}).get("history", []) if run["main"] else []
+  return [e["val_accuracy"] for e in run["phase1"]["history"]] + [e["val_accuracy"] for e in phase2[1:]]
+
+
 def plot_depth_heatmap(path: Path, shares: np.ndarray, counts: np.ndarray) -> str:
   """Shares by relative depth, coloured around the uniform share 1/6 (white): red above, blue below."""
   from matplotlib.colors import TwoSlopeNorm
@@ -536,7 +608,7 @@ def write_report(
   runs = load_runs(out)
   if not runs:
     raise SystemExit(f"No results under {out / 'runs'}: run experiments/sweep.py first.")
-  settings = json.loads((out / "sweep.json").read_text()) if (out / "sweep.json").exists() else {}
+  settings = read_settings(out)
   if all(r["main"] is None for r in runs if r["model"] == "smartmixed"):
     return write_selection_report(out, runs, settings)
   table = by_arch_model(runs)
@@ -556,15 +628,17 @@ def write_report(
     "ranks": plot_rank_counts(out / "rank_counts.png", ranks),
     "phases": plot_phases(out / "phase1_vs_phase2.png", runs),
     "depth": plot_depth_heatmap(out / "depth_heatmap.png", shares, bin_counts),
-    "trajectories": plot_trajectories(out / "phase1_trajectories.png", runs, trajectory_archs),
+    "trajectories": plot_trajectories(
+      out / "phase1_trajectories.png", runs, [a for a in trajectory_archs if a in table]
+    ),
+    "convergence": plot_convergence(out / "convergence.png", runs),
   }
   config = runs[0]["config"]
   lines = [
     "# SmartMixed on MNIST: the 18-architecture study",
     "",
-    f"Command: `python experiments/sweep.py --budget {settings.get('budget', '?')} --preset"
-    f" {settings.get('preset', '?')} --seeds {' '.join(map(str, seeds))}` (then `python experiments/report.py"
-    f" {out.as_posix()}` rewrites this report from the results files).",
+    f"Command: `{_command(out, settings, runs)}` (then `python experiments/report.py {out.as_posix()}`"
+    " rewrites this report from the committed per-run records).",
     "",
     f"Budget `{settings.get('budget', '?')}`: Phase 1 {config['phase1_epochs']} + Phase 2"
     f" {config['phase2_epochs']} epochs, baselines {config['phase1_epochs'] + config['phase2_epochs']};"
@@ -616,6 +690,7 @@ def write_report(
     ["#", "architecture", *models],
     ([list(ARCHITECTURES).index(a) + 1, a, *(val[a].get(m, Stat([])).fmt() for m in models)] for a in table),
   )
+  lines += _convergence_section(runs, test, figures["convergence"])
   lines += _rank_section(ranks, figures["ranks"])
   lines += ["", "## Phase 1 vs Phase 2", "", f"![Phase 1 vs Phase 2]({figures['phases']})", ""]
   lines += ["*Figure: per architecture, Phase 1 and Phase 2 test accuracy (mean over seeds).*", ""]
@@ -641,6 +716,7 @@ def write_report(
   lines += _depth_section(runs, shares, bin_counts, early, deep, figures, settled)
   lines += _ablation_section(runs, smart)
   lines += _controls_section(runs, smart)
+  lines += _variant_section(out, runs, settings)
   lines += _compute_section(runs, out)
   path = out / "REPORT.md"
   atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
@@ -701,9 +777,8 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     f"# Which activations does Phase 1 select? (`{settings.get('budget', '?')}` study, preset"
     f" `{settings.get('preset', '?')}`)",
     "",
-    f"Command: `python experiments/sweep.py --budget {settings.get('budget', '?')} --preset"
-    f" {settings.get('preset', '?')} --seeds {' '.join(map(str, seeds))}` (then `python experiments/report.py"
-    f" {out.as_posix()}` rewrites this report from the committed per-run records).",
+    f"Command: `{_command(out, settings, runs)}` (then `python experiments/report.py {out.as_posix()}`"
+    " rewrites this report from the committed per-run records).",
     "",
     f"Phase 1 only: {config['phase1_epochs']} epochs of {settings.get('train_examples', '?')} examples,"
     f" {steps:,} steps of batch {config['batch_size']} (the paper's Phase 1 is 21,100), Adam lr"
@@ -1076,6 +1151,118 @@ def _controls_section(runs, smart) -> list[str]:
     "",
     *_table(["comparison", "difference (points)"], rows),
   ]
+
+
+def _convergence_section(runs, test, figure) -> list[str]:
+  """Has the budget converged? The best baseline's accuracy, best epochs and late gains per architecture."""
+  rows = []
+  for arch, models in by_arch_model(runs).items():
+    baselines = [m for m in ACTIVATIONS if m in models]
+    if not baselines:
+      continue
+    best = max(baselines, key=lambda m: test[arch][m].mean)
+    seeds = list(models[best].values())
+    epochs = len(seeds[0]["phase"]["history"]) - 1
+    late = round(0.75 * epochs)
+    gain = Stat(
+      r["phase"]["history"][-1]["val_accuracy"] - r["phase"]["history"][late]["val_accuracy"] for r in seeds
+    )
+    rows.append([
+      arch, best, test[arch][best].fmt(), ", ".join(str(r["phase"]["best"]["epoch"]) for r in seeds),
+      f"{gain.fmt(100, 2)} (epochs {late}–{epochs})",
+    ])  # fmt: skip
+  return [
+    "",
+    "## Convergence",
+    "",
+    f"![validation accuracy per epoch]({figure})",
+    "",
+    "*Figure: validation accuracy per epoch, mean over seeds; SmartMixed (thick) is Phase 1, then after the"
+    " dotted line its Phase 2.*",
+    "",
+    *_table(
+      [
+        "architecture",
+        "best baseline",
+        "its test accuracy",
+        "its best epoch (per seed)",
+        "its val accuracy gain over the last quarter (points)",
+      ],
+      rows,
+    ),  # fmt: skip
+  ]
+
+
+def _variant_section(out: Path, runs, settings) -> list[str]:
+  """A variant study (``--logits-lr-scale``) against the preset's SmartMixed of the sweep it took its
+  baselines from: same seeds, initial weights and data order; only the logits' learning rate differs."""
+  reference = reference_dir(out, settings)
+  scale = settings.get("logits_lr_scale", 1.0)
+  if reference is None or scale == 1.0:
+    return []
+  ref = {(r["arch"], r["seed"]): r for r in read_records(reference) if r["model"] == "smartmixed"}
+  mine = [r for r in runs if r["model"] == "smartmixed" and (r["arch"], r["seed"]) in ref]
+  if not mine:
+    return []
+
+  def of_reference(getter):
+    return lambda run: getter(ref[(run["arch"], run["seed"])])
+
+  phase2 = paired(mine, phase_test("phase2"), of_reference(phase_test("phase2")))
+  phase1 = paired(mine, phase_test("phase1"), of_reference(phase_test("phase1")))
+  theirs = decisiveness([ref[(r["arch"], r["seed"])] for r in mine])
+  ours = decisiveness(mine)
+  rows = []
+  for arch in ours:
+    seeds = [ref[(r["arch"], r["seed"])] for r in mine if r["arch"] == arch]
+    rows.append([
+      arch,
+      *(f"{theirs[arch][k].fmt(1, 2)} → {ours[arch][k].fmt(1, 2)}" for k in ("entropy", "decided")),
+      Stat(phase_test("phase2")(r) for r in seeds).fmt(),
+      Stat(phase_test("phase2")(r) for r in mine if r["arch"] == arch).fmt(),
+      phase2["per_arch"][arch].fmt_ci(),
+    ])  # fmt: skip
+  name = Path(settings["baselines_from"]).name
+  return [
+    "",
+    f"## The variant: logits learning {scale:g}x faster, against the preset's SmartMixed",
+    "",
+    f"Beyond the paper: the logits' Adam updates are scaled by {scale:g} (`--logits-lr-scale {scale:g}`);"
+    f" everything else, seeds, initial weights and data order included, is as in `{name}`, whose baselines"
+    " this report ranks against.",
+    "",
+    "Last Phase 1 epoch, mean over hidden layers (reference → variant), and Phase 2 test accuracy (%):",
+    "",
+    *_table(
+      [
+        "architecture",
+        "entropy / log 6",
+        "share decided",
+        f"Phase 2 ({name})",
+        "Phase 2 (variant)",
+        "variant − reference (95% CI)",
+      ],
+      rows,
+    ),  # fmt: skip
+    "",
+    f"Variant − reference, test accuracy: Phase 2 {_overall(phase2)}; Phase 1 {_overall(phase1)}.",
+  ]
+
+
+def _command(out: Path, settings: dict[str, Any], runs: Sequence[dict]) -> str:
+  """The sweep command that writes (or resumes) this study."""
+  seeds = sorted({r["seed"] for r in runs if r["model"] == "smartmixed"} or settings.get("seeds", []))
+  archs = sorted({r["arch_number"] for r in runs if "arch_number" in r})
+  parts = ["python experiments/sweep.py", f"--budget {settings.get('budget', '?')}"]
+  parts.append(f"--preset {settings.get('preset', '?')}")
+  if archs and len(archs) < len(ARCHITECTURES):
+    parts.append("--archs " + " ".join(map(str, archs)))
+  parts.append("--seeds " + " ".join(map(str, seeds)))
+  if settings.get("logits_lr_scale", 1.0) != 1.0:
+    parts.append(f"--logits-lr-scale {settings['logits_lr_scale']:g}")
+  if settings.get("baselines_from"):
+    parts.append(f"--baselines-from {os.path.normpath(Path(out, settings['baselines_from']))}")
+  return " ".join(parts)
 
 
 def _compute_section(runs, out: Path) -> list[str]:

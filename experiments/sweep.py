@@ -27,6 +27,7 @@ import dataclasses
 import functools
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -350,14 +351,27 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
   path = out / "sweep.json"
   if path.exists():
     saved = json.loads(path.read_text())
-    fixed = ("budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit")
-    diff = {k: (saved.get(k), settings[k]) for k in fixed if saved.get(k) != settings[k]}
+    fixed = ("budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "logits_lr_scale")
+    diff = {k: (saved.get(k, 1.0 if k == "logits_lr_scale" else None), settings[k]) for k in fixed}
+    diff = {k: (a, b) for k, (a, b) in diff.items() if a != b}
     if diff:
       changes = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())
       raise SystemExit(f"{out} holds a sweep with other settings ({changes}); choose another --out.")
     settings = {**settings, "seeds": sorted(set(saved.get("seeds", [])) | set(settings["seeds"]))}
   out.mkdir(parents=True, exist_ok=True)
   write_json(path, settings)
+
+
+def check_baselines_from(path: Path, settings: dict[str, Any]) -> None:
+  """Refuses a ``--baselines-from`` sweep whose baselines were trained differently."""
+  source = path / "sweep.json"
+  if not source.exists():
+    raise SystemExit(f"--baselines-from {path}: no sweep there (no sweep.json).")
+  saved = json.loads(source.read_text())
+  keys = ("budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "train_examples")
+  diff = [f"{k}: {saved.get(k)} there, {settings[k]} here" for k in keys if saved.get(k) != settings[k]]
+  if diff:
+    raise SystemExit(f"--baselines-from {path} trained its baselines differently ({', '.join(diff)}).")
 
 
 def sweep(
@@ -373,10 +387,17 @@ def sweep(
   controls: bool = True,
   progress: bool = True,
   devices: int = 1,
+  logits_lr_scale: float = 1.0,
+  baselines_from: Optional[Path] = None,
 ) -> int:
-  """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote."""
+  """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote.
+
+  With ``baselines_from`` (a sweep of the same budget and preset) the
+  baselines are not trained: the report takes them from there. They have no
+  logits, so ``logits_lr_scale`` does not change them.
+  """
   plan = BUDGETS[budget]
-  make = functools.partial(make_configs, preset=preset, budget=plan)
+  make = functools.partial(make_configs, preset=preset, budget=plan, logits_lr_scale=logits_lr_scale)
   splits = sm.device_splits(data, plan.train_limit)
   settings = {
     "budget": budget,
@@ -390,11 +411,17 @@ def sweep(
     "backend": jax.default_backend(),
     "device": str(jax.devices()[0].device_kind),
     "devices": devices,
+    "logits_lr_scale": logits_lr_scale,
+    # Relative to ``out``, so the committed study reads from any checkout.
+    **({"baselines_from": Path(os.path.relpath(baselines_from, out)).as_posix()} if baselines_from else {}),
   }
+  if baselines_from:
+    check_baselines_from(baselines_from, settings)
   check_settings(out, settings)
   todo = []
   for arch in archs:
-    models = MODELS if plan.phase2_epochs else ("smartmixed",)  # a selection study has no baselines
+    # A selection study has no baselines; a variant may take them from another sweep.
+    models = MODELS if plan.phase2_epochs and not baselines_from else ("smartmixed",)
     missing = [(m, s) for m in models for s in seeds if not run_path(out, arch, m, s).exists()]
     smart = [s for m, s in missing if m == "smartmixed"]
     if smart:
@@ -499,6 +526,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument(
     "--devices", type=int, default=None, help="split each cohort's models over N devices (default: all)"
   )
+  parser.add_argument(
+    "--logits-lr-scale",
+    type=float,
+    default=1.0,
+    metavar="S",
+    help="SmartMixed's logits learn S times faster than its weights (beyond the paper; default 1)",
+  )
+  parser.add_argument(
+    "--baselines-from",
+    type=Path,
+    metavar="DIR",
+    help="train no baselines; the report takes them from the sweep in DIR (same budget and preset)",
+  )
   parser.add_argument("--no-report", dest="report", action="store_false")
   parser.add_argument("--data-dir", type=Path, default=None)
   parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -516,12 +556,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_json(path, result)
     print(f"wrote {path}")
     return 0
-  out = args.out or RESULTS / f"sweep_{args.budget}_{args.preset}"
+  if args.logits_lr_scale <= 0 or not math.isfinite(args.logits_lr_scale):
+    parser.error(f"--logits-lr-scale must be a finite number > 0, got {args.logits_lr_scale}")
+  variant = f"_logits{args.logits_lr_scale:g}" if args.logits_lr_scale != 1 else ""
+  out = args.out or RESULTS / f"sweep_{args.budget}_{args.preset}{variant}"
   start = time.perf_counter()
   written = sweep(
     out, data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset,
     group_baselines=args.group_baselines, ablation=args.ablation, controls=args.controls,
     progress=args.progress, devices=args.devices or jax.device_count(),
+    logits_lr_scale=args.logits_lr_scale, baselines_from=args.baselines_from,
   )  # fmt: skip
   print(f"{written} runs written to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
   if args.report:

@@ -83,12 +83,24 @@ def test_version_flag(capsys):
   assert capsys.readouterr().out.strip() == f"smartmixed_jax {sm.__version__}"
 
 
-def test_pool_flag_trains_on_the_given_activations(tmp_path, mnist_cache):
+def test_pool_and_logits_lr_flags_reach_the_run(tmp_path, mnist_cache):
   out = tmp_path / "run"
-  argv = ["train", "--arch", "32", *FAST, "--pool", "relu,gelu,silu", "--out", str(out)]
+  argv = [
+    "train",
+    "--arch",
+    "32",
+    *FAST,
+    "--pool",
+    "relu,gelu,silu",
+    "--logits-lr-scale",
+    "20",
+    "--out",
+    str(out),
+  ]
   assert cli.main([*argv, "--data-dir", str(mnist_cache)]) == 0
   results = json.loads((out / "results.json").read_text())
   assert results["config"]["pool"] == ["relu", "gelu", "silu"]
+  assert results["config"]["logits_lr_scale"] == 20
   assert list(results["activation_counts"][0]) == ["relu", "gelu", "silu"]
   assert sum(results["activation_counts"][0].values()) == 32
 

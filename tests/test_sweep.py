@@ -169,6 +169,7 @@ def test_vmapped_cohort_equals_models_trained_alone(mnist):
 
 def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch):
   monkeypatch.setitem(sweep.BUDGETS, "tiny", sweep.Budget(1, 1, 512))
+  monkeypatch.setitem(sweep.BUDGETS, "tiny2", sweep.Budget(2, 1, 512))
   archs, seeds = ["simple_2layer", "small_3layer"], [0, 1]
   kwargs = dict(archs=archs, seeds=seeds, budget="tiny", group_baselines=True, progress=False)
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 2 * 7 * 2
@@ -190,6 +191,26 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 0
   sweep.run_path(tmp_path, "simple_2layer", "tanh", 1).unlink()
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 1
+
+  # A variant study: faster logits, SmartMixed only, ranked against the baselines above.
+  variant = tmp_path / "variant"
+  vargs = dict(kwargs, archs=["small_3layer"], logits_lr_scale=300.0, baselines_from=tmp_path)
+  assert sweep.sweep(variant, mnist, **vargs) == 2
+  assert json.loads((variant / "sweep.json").read_text())["baselines_from"] == ".."
+  fast = json.loads(sweep.run_path(variant, "small_3layer", "smartmixed", 1).read_text())
+  assert fast["config"]["logits_lr_scale"] == 300.0
+  last = lambda run: run["phase1"]["history"][-1]["selection"][0]["entropy"]  # noqa: E731
+  assert last(fast) < last(smart) - 0.03  # 300x faster logits decide sooner (4 steps here)
+  vtext = report.write_report(variant).read_text()
+  assert (
+    "logits learning 300x faster" in vtext
+    and "--baselines-from" in vtext
+    and "| simple_2layer |" not in vtext
+  )
+  assert report.rankings(report.load_runs(variant))["rankings"] == 2  # baselines came from the reference
+  with pytest.raises(SystemExit, match="phase1_epochs: 1 there, 2 here"):
+    sweep.sweep(tmp_path / "other", mnist, **dict(vargs, budget="tiny2"))
+
   monkeypatch.setitem(sweep.BUDGETS, "tiny", sweep.Budget(2, 1, 512))
   with pytest.raises(SystemExit, match="phase1_epochs: 1 there, 2 now"):
     sweep.sweep(tmp_path, mnist, **kwargs)
@@ -198,9 +219,16 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   text = path.read_text()
   for heading in ("four claims", "Accuracy per architecture", "Rankings", "Phase 1 vs Phase 2",
                   "Layer-wise preferences", "Has the selection happened?", "Freeze rules",
-                  "Controls: do the learned choices help?", "Compute"):  # fmt: skip
+                  "Controls: do the learned choices help?", "Convergence", "Compute"):  # fmt: skip
     assert f"## {heading}" in text or heading in text
-  for png in ("accuracy", "rank_counts", "phase1_vs_phase2", "depth_heatmap", "phase1_trajectories"):
+  for png in (
+    "accuracy",
+    "rank_counts",
+    "phase1_vs_phase2",
+    "depth_heatmap",
+    "phase1_trajectories",
+    "convergence",
+  ):
     assert (tmp_path / f"{png}.png").stat().st_size > 1000
   assert "| small_3layer |" in text and "nan" not in text.lower()
   assert "not resolved at this budget" in text and "Friedman's test" in text and "random_mixture" in text

@@ -102,6 +102,7 @@ def test_wrong_data_width(mnist):
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
     (dict(baseline="swish"), "baseline 'swish' is not in the pool"),
     (dict(schedule="linear"), r"Unknown schedule 'linear'; valid schedules are \['constant', 'cosine'\]"),
+    (dict(logits_lr_scale=0), "logits_lr_scale must be a finite number > 0, got 0"),
   ],
 )
 def test_bad_config(overrides, match):
@@ -130,6 +131,42 @@ def test_presets():
   assert paper.schedule == "constant" and sm.make_config().schedule == "cosine"
   assert paper.layer_sizes == (784, 768, 512, 512, 256, 256, 128, 128, 64, 64, 32, 32, 16, 16, 10)
   assert len(sm.ARCHITECTURES) == 18
+
+
+def test_logits_lr_scale_moves_only_the_logits_faster():
+  """Adam's first step moves every parameter by about lr; the logits by S * lr."""
+  params = sm.init_mlp(jax.random.key(0), (8, 16, 4))
+  x, y = jax.random.normal(jax.random.key(1), (32, 8)), jnp.arange(32) % 4
+
+  def loss(p):
+    return sm.cross_entropy(sm.apply_selective(p, x, jax.random.key(2), temperature=1.0), y).mean()
+
+  grads = jax.grad(loss)(params)
+  moved = {}
+  for scale in (1.0, 10.0):
+    config = _tiny(logits_lr_scale=scale, learning_rate=1e-2, schedule="constant")
+    opt = config.optimizer(10)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    moved[scale] = updates
+  chex.assert_trees_all_close(moved[10.0].layers, moved[1.0].layers)
+  chex.assert_trees_all_close(
+    moved[10.0].logits, jax.tree.map(lambda u: 10 * u, moved[1.0].logits), rtol=1e-5
+  )
+  assert float(jnp.abs(moved[1.0].logits[0]).max()) == pytest.approx(1e-2, rel=1e-3)
+  # Frozen (logit-free) parameters, as in Phase 2: the scale touches nothing.
+  weights = dataclasses.replace(params, logits=())
+  opt = _tiny(logits_lr_scale=10.0).optimizer(10)
+  opt.update(dataclasses.replace(grads, logits=()), opt.init(weights), weights)
+
+
+def test_configs_written_before_logits_lr_scale_still_load():
+  d = _tiny(logits_lr_scale=3.0).to_dict()
+  assert sm.Config.from_dict(d).logits_lr_scale == 3.0
+  del d["logits_lr_scale"]
+  assert sm.Config.from_dict(d).logits_lr_scale == 1.0
+  del d["seed"]
+  with pytest.raises(ValueError, match=r"missing \['seed'\]"):
+    sm.Config.from_dict(d)
 
 
 def test_step_stats_count_the_sampled_activations():

@@ -23,6 +23,7 @@ from smartmixed_jax._src.rundir import CHECKPOINTS, RunBusyError, Stopped
 OVERRIDES = (
   "phase1_epochs", "phase2_epochs", "seed", "learning_rate", "schedule", "batch_size", "temperature",
   "final_temperature", "pool", "dataset", "baseline", "reinit_phase2", "train_limit", "dtype",
+  "logits_lr_scale",
 )  # fmt: skip
 """``train`` flags that override the preset's value when given (None: not given)."""
 
@@ -110,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--temperature", type=float)
   train.add_argument(
     "--final-temperature", type=float, help="anneal the temperature geometrically to this over Phase 1"
+  )
+  train.add_argument(
+    "--logits-lr-scale",
+    type=float,
+    metavar="S",
+    help="the selection logits learn S times faster than the weights (beyond the paper; default 1)",
   )
   train.add_argument(
     "--pool",

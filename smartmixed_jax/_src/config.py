@@ -64,6 +64,10 @@ def parse_architecture(arch: str) -> tuple[int, ...]:
 DTYPES = ("float32", "bfloat16")
 
 
+ADDED_FIELDS = ("logits_lr_scale",)
+"""Config fields added after 0.2.0: optional in :meth:`Config.from_dict`."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
   """Everything that defines a training run; plain, serialisable data.
@@ -106,6 +110,8 @@ class Config:
     dtype: ``"float32"`` or ``"bfloat16"``: the forward and backward passes'
       compute dtype (mixed precision for GPU/TPU: parameters, optimizer
       state and the loss stay float32).
+    logits_lr_scale: the selection logits learn this many times faster than
+      the weights (beyond the paper; selection decides sooner).
   """
 
   hidden: tuple[int, ...] = ARCHITECTURES["medium_5layer"]
@@ -132,6 +138,7 @@ class Config:
   switch_patience: Optional[int] = None
   switch_threshold: float = 0.01
   dtype: str = "float32"
+  logits_lr_scale: float = 1.0
 
   def __post_init__(self):
     object.__setattr__(self, "hidden", validate_layer_sizes((INPUT_SIZE, *self.hidden, NUM_CLASSES))[1:-1])
@@ -142,7 +149,14 @@ class Config:
       minimum = 0 if name.endswith("epochs") else 1
       if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    for name in ("learning_rate", "clip_norm", "temperature", "final_temperature", "clip_activations"):
+    for name in (
+      "learning_rate",
+      "clip_norm",
+      "temperature",
+      "final_temperature",
+      "clip_activations",
+      "logits_lr_scale",
+    ):
       value = getattr(self, name)
       if value is None and name in ("final_temperature", "clip_activations"):
         continue
@@ -187,6 +201,7 @@ class Config:
       self.clip_norm,
       decay_steps=steps if self.schedule == "cosine" else None,
       skip_nonfinite=self.skip_nonfinite,
+      logits_scale=self.logits_lr_scale,
     )
 
   @property
@@ -215,7 +230,10 @@ class Config:
 
   @classmethod
   def from_dict(cls, d: dict[str, Any]) -> Config:
-    """The inverse of :meth:`to_dict` (pools of named activations only); every field is required.
+    """The inverse of :meth:`to_dict` (pools of named activations only).
+
+    Every field is required, except those added after 0.2.0 (:data:`ADDED_FIELDS`),
+    which take their defaults, so runs written by 0.2.0 still load and resume.
 
     Raises:
       ValueError: unknown or missing fields, or invalid values.
@@ -223,7 +241,7 @@ class Config:
     if not isinstance(d, dict):
       raise ValueError(f"A config must be a JSON object, got {type(d).__name__}.")
     fields = {f.name for f in dataclasses.fields(cls)}
-    unknown, missing = sorted(set(d) - fields), sorted(fields - set(d))
+    unknown, missing = sorted(set(d) - fields), sorted(fields - set(d) - set(ADDED_FIELDS))
     if unknown or missing:
       raise ValueError(f"Config fields do not match: unknown {unknown}, missing {missing}.")
     d = dict(d)

@@ -44,6 +44,7 @@ def make_optimizer(
   *,
   decay_steps: Optional[int] = None,
   skip_nonfinite: bool = False,
+  logits_scale: float = 1.0,
 ) -> optax.GradientTransformation:
   """Adam after global-norm gradient clipping (the reference set-up).
 
@@ -53,12 +54,26 @@ def make_optimizer(
     decay_steps: if set, cosine-decay the learning rate to zero over this many steps.
     skip_nonfinite: skip (do not apply) updates whose gradients are not finite.
       The state has the same structure either way, so a resumed run may switch it.
+    logits_scale: the selection logits (leaves under a ``logits`` field, as in
+      :class:`MLPParams`) learn this many times faster than the weights (beyond
+      the paper): their Adam updates are scaled after clipping.
   """
   if decay_steps:
     learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps)
   optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
+  if logits_scale != 1.0:  # only then, so the state of existing checkpoints keeps its structure
+    optimizer = optax.chain(optimizer, optax.masked(optax.scale(logits_scale), _logits_mask))
   # With 0 allowed errors a non-finite update goes through (and the loop reports the divergence).
   return optax.apply_if_finite(optimizer, max_consecutive_errors=2**31 - 1 if skip_nonfinite else 0)
+
+
+def _logits_mask(params: Any) -> Any:
+  """True for the leaves under a field named ``logits``."""
+
+  def is_logits(path, _):
+    return any(getattr(key, "name", None) == "logits" for key in path)
+
+  return jax.tree_util.tree_map_with_path(is_logits, params)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, *, softmax_output: bool = False) -> jax.Array:
