@@ -592,12 +592,12 @@ def _points(stat: Stat) -> str:
   return f"{100 * stat.mean:+.2f} ± {100 * stat.std:.2f} points ({verdict}; n = {stat.n} seeds)"
 
 
-def _row(cells: Iterable[Any]) -> str:
+def markdown_row(cells: Iterable[Any]) -> str:
   return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
-  return [_row(header), _row(["---"] * len(header)), *(_row(r) for r in rows)]
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+  return [markdown_row(header), markdown_row(["---"] * len(header)), *(markdown_row(r) for r in rows)]
 
 
 def write_report(
@@ -678,7 +678,7 @@ def write_report(
     "",
   ]
   lines += ["Test accuracy (%):", ""]
-  lines += _table(
+  lines += markdown_table(
     ["#", "architecture", *models, "SmartMixed − best baseline (95% CI)"],
     (
       [list(ARCHITECTURES).index(a) + 1, a, *(_bold_best(test[a], m) for m in models), _vs_best(table[a])]
@@ -686,7 +686,7 @@ def write_report(
     ),
   )
   lines += ["", "Validation accuracy (%):", ""]
-  lines += _table(
+  lines += markdown_table(
     ["#", "architecture", *models],
     ([list(ARCHITECTURES).index(a) + 1, a, *(val[a].get(m, Stat([])).fmt() for m in models)] for a in table),
   )
@@ -709,7 +709,7 @@ def write_report(
         ", ".join(str(r["phase2"][r["main"]]["best"]["epoch"]) for r in seed_runs),
       ]
       rows.append([a, *phases, gain["per_arch"][a].fmt_ci(), *epochs])
-  lines += _table(
+  lines += markdown_table(
     ["architecture", "Phase 1", "Phase 2", "Phase 2 − Phase 1 (95% CI)", "best epoch P1 (per seed)",
      "best epoch P2"], rows,
   )  # fmt: skip
@@ -798,7 +798,7 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     "",
     "Last epoch, mean over hidden layers (mean ± std over seeds):",
     "",
-    *_table(
+    *markdown_table(
       ["architecture", "entropy", "decided", "P(argmax)", "argmax changed", "argmax = most sampled"],
       ([a, *(d[k].fmt(1, 3) for k in DIAGNOSTICS)] for a, d in decided.items()),
     ),
@@ -820,7 +820,7 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     "",
     "Share per depth bin, mean ± std over seeds:",
     "",
-    *_table(
+    *markdown_table(
       ["activation", *(f"{j / DEPTH_BINS:.1f}–{(j + 1) / DEPTH_BINS:.1f}" for j in range(DEPTH_BINS))],
       (
         [
@@ -921,7 +921,7 @@ def _claims(table, ranks, gain, early, deep, settings, settled) -> list[str]:
     f" ({steps:,} Phase 1 steps at lr {config['learning_rate']}); the paper: 50 + 350 epochs on 54,000"
     " examples (21,100 Phase 1 steps at lr 1e-4, baselines 400 epochs).",
     "",
-    *_table(
+    *markdown_table(
       ["claim (paper)", "here", "verdict"],
       [
         ["Phase 2 beats Phase 1 by 2–3 points", f"Phase 2 − Phase 1 (test): {_overall(gain)}", gain_verdict],
@@ -990,7 +990,7 @@ def _rank_section(ranks, figure) -> list[str]:
     "MRR on means",
   ]
   order = sorted(models, key=lambda m: -ranks["models"][m]["mrr"])
-  lines += _table(
+  lines += markdown_table(
     header,
     (
       [m, *ranks["models"][m]["counts"], f"{ranks['models'][m]['mrr']:.3f}",
@@ -1041,7 +1041,7 @@ def _depth_section(runs, shares, bin_counts, early, deep, figures, settled) -> l
     "",
   ]
   bins = shares.shape[1]
-  lines += _table(
+  lines += markdown_table(
     ["activation", *(f"{j / bins:.1f}–{(j + 1) / bins:.1f} ({int(bin_counts[j])})" for j in range(bins))],
     (
       [name, *(f"{v:.3f}" if np.isfinite(v) else "–" for v in shares[i])]
@@ -1069,7 +1069,7 @@ def _depth_section(runs, shares, bin_counts, early, deep, figures, settled) -> l
       " and agreement of the argmax with the most-sampled activation (1/6 by chance).",
       "",
     ]
-    lines += _table(
+    lines += markdown_table(
       ["architecture", "entropy", "decided", "P(argmax)", "argmax changed", "argmax = most sampled"],
       ([a, *(d[k].fmt(1, 3) for k in DIAGNOSTICS)]
        for a, d in decided.items()),
@@ -1111,13 +1111,13 @@ def _ablation_section(runs, smart) -> list[str]:
     [f"{v} − {main}", _overall(paired(runs, phase_test("phase2", v), phase_test("phase2", main)))]
     for v in compared
   ]
-  lines += _table(["comparison (test accuracy)", "difference"], rows)
+  lines += markdown_table(["comparison (test accuracy)", "difference"], rows)
   lines += ["", "Test accuracy (%) per architecture:", ""]
   rows = []
   for arch, models in by_arch_model(runs).items():
     seeds = models.get("smartmixed", {}).values()
     rows.append([arch, *(Stat(phase_test("phase2", v)(r) for r in seeds).fmt() for v in (main, *compared))])
-  lines += _table(["architecture", main, *compared], rows)
+  lines += markdown_table(["architecture", main, *compared], rows)
   return lines
 
 
@@ -1149,7 +1149,7 @@ def _controls_section(runs, smart) -> list[str]:
     " not learned, and against continuing Phase 1 without freezing for Phase 2's epochs. Positive: the"
     " learned, frozen choices do better. Test accuracy:",
     "",
-    *_table(["comparison", "difference (points)"], rows),
+    *markdown_table(["comparison", "difference (points)"], rows),
   ]
 
 
@@ -1180,7 +1180,7 @@ def _convergence_section(runs, test, figure) -> list[str]:
     "*Figure: validation accuracy per epoch, mean over seeds; SmartMixed (thick) is Phase 1, then after the"
     " dotted line its Phase 2.*",
     "",
-    *_table(
+    *markdown_table(
       [
         "architecture",
         "best baseline",
@@ -1233,7 +1233,7 @@ def _variant_section(out: Path, runs, settings) -> list[str]:
     "",
     "Last Phase 1 epoch, mean over hidden layers (reference → variant), and Phase 2 test accuracy (%):",
     "",
-    *_table(
+    *markdown_table(
       [
         "architecture",
         "entropy / log 6",
@@ -1296,7 +1296,7 @@ def _compute_section(runs, out: Path) -> list[str]:
         row += [f"{r[mode]:.0f} s", f"{r['sequential'] / r[mode]:.2f}x"]
       rows.append(row)
     header = ["architecture", "one model at a time", "seeds vmapped", "speed-up", "seeds + baselines vmapped"]
-    lines += _table([*header, "speed-up"], rows)
+    lines += markdown_table([*header, "speed-up"], rows)
   return lines
 
 

@@ -83,24 +83,16 @@ def test_version_flag(capsys):
   assert capsys.readouterr().out.strip() == f"smartmixed_jax {sm.__version__}"
 
 
-def test_pool_and_logits_lr_flags_reach_the_run(tmp_path, mnist_cache):
+def test_pool_logits_lr_and_switch_flags_reach_the_run(tmp_path, mnist_cache):
   out = tmp_path / "run"
-  argv = [
-    "train",
-    "--arch",
-    "32",
-    *FAST,
-    "--pool",
-    "relu,gelu,silu",
-    "--logits-lr-scale",
-    "20",
-    "--out",
-    str(out),
-  ]
+  argv = ["train", "--arch", "32", *FAST, "--pool", "relu,gelu,silu", "--logits-lr-scale", "20"]
+  # Any argmax change below 100% for 1 epoch ends Phase 1: after 1 of at most 3 epochs.
+  argv += ["--phase1-epochs", "3", "--switch-patience", "1", "--switch-threshold", "1", "--out", str(out)]
   assert cli.main([*argv, "--data-dir", str(mnist_cache)]) == 0
   results = json.loads((out / "results.json").read_text())
   assert results["config"]["pool"] == ["relu", "gelu", "silu"]
   assert results["config"]["logits_lr_scale"] == 20
+  assert results["config"]["switch_patience"] == 1 and results["phases"]["phase1"]["epochs"] == 1
   assert list(results["activation_counts"][0]) == ["relu", "gelu", "silu"]
   assert sum(results["activation_counts"][0].values()) == 32
 

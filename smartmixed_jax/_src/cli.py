@@ -23,7 +23,7 @@ from smartmixed_jax._src.rundir import CHECKPOINTS, RunBusyError, Stopped
 OVERRIDES = (
   "phase1_epochs", "phase2_epochs", "seed", "learning_rate", "schedule", "batch_size", "temperature",
   "final_temperature", "pool", "dataset", "baseline", "reinit_phase2", "train_limit", "dtype",
-  "logits_lr_scale",
+  "logits_lr_scale", "switch_patience", "switch_threshold",
 )  # fmt: skip
 """``train`` flags that override the preset's value when given (None: not given)."""
 
@@ -117,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
     type=float,
     metavar="S",
     help="the selection logits learn S times faster than the weights (beyond the paper; default 1)",
+  )
+  train.add_argument(
+    "--switch-patience",
+    type=int,
+    metavar="K",
+    help="adaptive switch (beyond the paper): end Phase 1 once the share of argmaxes that changed stays"
+    " below --switch-threshold for K epochs (Phase 1 epochs are then the maximum)",
+  )
+  train.add_argument(
+    "--switch-threshold", type=float, metavar="F", help="see --switch-patience (default 0.01)"
   )
   train.add_argument(
     "--pool",
