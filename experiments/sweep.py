@@ -350,10 +350,9 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
   """Records the sweep's settings in ``out/sweep.json``; refuses to mix in a different sweep."""
   path = out / "sweep.json"
   if path.exists():
-    saved = json.loads(path.read_text())
+    saved = {"logits_lr_scale": 1.0, **json.loads(path.read_text())}  # sweeps from before the option
     fixed = ("budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "logits_lr_scale")
-    diff = {k: (saved.get(k, 1.0 if k == "logits_lr_scale" else None), settings[k]) for k in fixed}
-    diff = {k: (a, b) for k, (a, b) in diff.items() if a != b}
+    diff = {k: (saved.get(k), settings[k]) for k in fixed if saved.get(k) != settings[k]}
     if diff:
       changes = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())
       raise SystemExit(f"{out} holds a sweep with other settings ({changes}); choose another --out.")
