@@ -1,17 +1,18 @@
 """Does the adaptive switch save Phase 1 time without losing accuracy? (beyond the paper)
 
-    python experiments/adaptive_switch.py          # medium_5layer, 3 seeds, ~15 min on 2 CPU cores
-    python experiments/adaptive_switch.py --archs 3 12 --logits-lr-scales 1 100 --seeds 0 1 2
+    python experiments/adaptive_switch.py          # medium_5layer, 3 seeds, ~25 min on 2 CPU cores
+    python experiments/adaptive_switch.py --archs 3 12 --logits-lr-scales 1 100 --thresholds 0.01 0.05
 
-Per architecture, seed and logits learning-rate scale, two runs of the
+Per architecture, seed and logits learning-rate scale, runs of the
 recommended preset at the sweep's ``medium`` budget (Phase 1 at most 10
 epochs, Phase 2 20, full training set) that differ only in the switch: fixed
 (after Phase 1's epochs, as the paper) or adaptive (``Config.switch_patience``:
-once the share of argmaxes that changed stays below ``--threshold`` for
-``--patience`` epochs). Same seed, so same initial weights, noise and data
-order. Each finished run writes ``OUT/runs/<arch>/scale<S>/<switch>/seed<N>.json``
-(its ``results.json``); a rerun skips what is done. ``OUT/REPORT.md`` compares
-the pairs.
+once the share of argmaxes that changed stays below a threshold for
+``--patience`` epochs), one per ``--thresholds`` value. Same seed, so same
+initial weights, noise and data order. Each finished run writes
+``OUT/runs/<arch>/scale<S>/<switch>/seed<N>.json`` (its ``results.json``);
+a rerun skips what is done. ``OUT/REPORT.md`` compares each adaptive run with
+the fixed one of its seed.
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import Stat, markdown_table  # noqa: E402
 from sweep import BUDGETS, RESULTS, architecture  # noqa: E402
 
-SWITCHES = ("fixed", "adaptive")
+FIXED = "fixed"
+
+
+def switch_name(patience: Optional[int], threshold: float) -> str:
+  """``fixed``, or the adaptive switch's settings: ``adaptive_p2_t0.01``."""
+  return FIXED if patience is None else f"adaptive_p{patience}_t{threshold:g}"
 
 
 def record_path(out: Path, arch: str, scale: float, switch: str, seed: int) -> Path:
@@ -40,13 +46,12 @@ def record_path(out: Path, arch: str, scale: float, switch: str, seed: int) -> P
 
 
 def make_config(
-  arch: str, scale: float, switch: str, seed: int, patience: int, threshold: float, budget: str = "medium"
+  arch: str, scale: float, seed: int, patience: Optional[int], threshold: float, budget: str = "medium"
 ) -> sm.Config:
   plan = BUDGETS[budget]
   return sm.make_config(
     arch, "recommended", phase1_epochs=plan.phase1_epochs, phase2_epochs=plan.phase2_epochs,
-    train_limit=plan.train_limit, seed=seed,
-    logits_lr_scale=scale, switch_patience=patience if switch == "adaptive" else None,
+    train_limit=plan.train_limit, seed=seed, logits_lr_scale=scale, switch_patience=patience,
     switch_threshold=threshold,
   )  # fmt: skip
 
@@ -59,45 +64,43 @@ def run_all(
   scales: Sequence[float],
   seeds: Sequence[int],
   patience: int,
-  threshold: float,
+  thresholds: Sequence[float],
   budget: str = "medium",
   progress: bool = True,
 ) -> int:
-  """Trains every run not in ``out`` yet; returns how many it trained."""
+  """Trains every run not in ``out`` yet (per seed: the fixed switch and each threshold); returns how many."""
+  switches = [(None, 0.01), *((patience, t) for t in thresholds)]
   todo = [
-    (arch, scale, switch, seed)
+    (arch, scale, seed, switch)
     for arch in archs
     for scale in scales
     for seed in seeds
-    for switch in SWITCHES
-    if not record_path(out, arch, scale, switch, seed).exists()
+    for switch in switches
+    if not record_path(out, arch, scale, switch_name(*switch), seed).exists()
   ]
-  for arch, scale, switch, seed in tqdm(
-    todo, desc="adaptive switch", unit="run", disable=not progress or None
-  ):
-    config = make_config(arch, scale, switch, seed, patience, threshold, budget)
-    result = sm.train_and_evaluate(config, data, progress=False)
-    write_json(
-      record_path(out, arch, scale, switch, seed), {"arch": arch, "budget": budget, **result.summary()}
-    )
+  bar = tqdm(todo, desc="adaptive switch", unit="run", disable=not progress or None)
+  for arch, scale, seed, (k, threshold) in bar:
+    result = sm.train_and_evaluate(make_config(arch, scale, seed, k, threshold, budget), data, progress=False)
+    record = {"arch": arch, "budget": budget, **result.summary()}
+    write_json(record_path(out, arch, scale, switch_name(k, threshold), seed), record)
   return len(todo)
 
 
 def load(out: Path) -> dict[tuple[str, float, int], dict[str, dict[str, Any]]]:
-  """``pairs[(arch, scale, seed)][switch] = results``."""
-  pairs: dict[tuple[str, float, int], dict[str, dict[str, Any]]] = {}
+  """``runs[(arch, scale, seed)][switch] = results``, for the seeds whose fixed run is done."""
+  runs: dict[tuple[str, float, int], dict[str, dict[str, Any]]] = {}
   for path in sorted(out.glob("runs/*/*/*/seed*.json")):
     record = json.loads(path.read_text())
     key = (record["arch"], record["config"]["logits_lr_scale"], record["config"]["seed"])
-    pairs.setdefault(key, {})[path.parent.name] = record
-  return {k: v for k, v in pairs.items() if set(v) == set(SWITCHES)}
+    runs.setdefault(key, {})[path.parent.name] = record
+  return {k: v for k, v in runs.items() if FIXED in v and len(v) > 1}
 
 
 def _phase1(record: dict[str, Any]) -> dict[str, Any]:
   return record["phases"]["phase1"]
 
 
-def plot_changes(path: Path, pairs, threshold: float) -> str:
+def plot_changes(path: Path, pairs, thresholds: Sequence[float]) -> str:
   """Per epoch of the fixed runs, the share of argmaxes that changed, with the switch threshold."""
   plt = pyplot()
   fig, ax = plt.subplots(figsize=(6.5, 3.8))
@@ -108,12 +111,13 @@ def plot_changes(path: Path, pairs, threshold: float) -> str:
     for (a, s, seed), runs in pairs.items():
       if (a, s) != (arch, scale):
         continue
-      history = [e for e in _phase1(runs["fixed"])["history"] if "argmax_changed" in e]
+      history = [e for e in _phase1(runs[FIXED])["history"] if "argmax_changed" in e]
       ax.plot(
         [e["epoch"] for e in history], [max(e["argmax_changed"], 1e-4) for e in history], color=cmap(n),
         alpha=0.8, linewidth=1, label=f"{arch}, logits x{scale:g}" if seed == first_seed else None,
       )  # fmt: skip
-  ax.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
+  for threshold in thresholds:
+    ax.axhline(threshold, color="grey", linestyle=":", label=f"threshold {threshold:g}")
   ax.set_yscale("log")
   ax.set_xlabel("Phase 1 epoch (fixed switch)")
   ax.set_ylabel("share of argmaxes changed")
@@ -124,51 +128,61 @@ def plot_changes(path: Path, pairs, threshold: float) -> str:
 
 
 def write_report(out: Path) -> Path:
-  """Writes ``out/REPORT.md`` and its figure from the finished pairs; returns its path."""
-  pairs = load(out)
-  if not pairs:
+  """Writes ``out/REPORT.md`` and its figure from the finished runs; returns its path."""
+  runs = load(out)
+  if not runs:
     raise SystemExit(f"No finished pairs under {out / 'runs'}: run experiments/adaptive_switch.py first.")
-  adaptive = next(iter(pairs.values()))["adaptive"]["config"]
-  patience, threshold = adaptive["switch_patience"], adaptive["switch_threshold"]
-  figure = plot_changes(out / "argmax_changed.png", pairs, threshold)
+  settings = {
+    name: (r["config"]["switch_patience"], r["config"]["switch_threshold"])
+    for seed_runs in runs.values()
+    for name, r in seed_runs.items()
+    if name != FIXED
+  }
+  figure = plot_changes(out / "argmax_changed.png", runs, sorted({t for _, t in settings.values()}))
   rows = []
-  for arch, scale in sorted({(a, s) for a, s, _ in pairs}):
-    runs = [v for (a, s, _), v in sorted(pairs.items()) if (a, s) == (arch, scale)]
-    epochs = [_phase1(r["adaptive"])["epochs"] for r in runs]
-    seconds = Stat(_phase1(r["adaptive"])["seconds"] / _phase1(r["fixed"])["seconds"] for r in runs)
-    diff = Stat(r["adaptive"]["final"]["test_accuracy"] - r["fixed"]["final"]["test_accuracy"] for r in runs)
-    rows.append([
-      arch, f"{scale:g}", ", ".join(map(str, epochs)), f"{seconds.mean:.2f}",
-      Stat(r["fixed"]["final"]["test_accuracy"] for r in runs).fmt(),
-      Stat(r["adaptive"]["final"]["test_accuracy"] for r in runs).fmt(), diff.fmt_ci(), len(runs),
-    ])  # fmt: skip
-  fixed = next(iter(pairs.values()))["fixed"]
-  examples = fixed["train_examples"]
+  for arch, scale in sorted({(a, s) for a, s, _ in runs}):
+    for name, (patience, threshold) in sorted(settings.items(), key=lambda item: item[1]):
+      pairs = [v for (a, s, _), v in sorted(runs.items()) if (a, s) == (arch, scale) and name in v]
+      if not pairs:
+        continue
+      epochs = [_phase1(p[name])["epochs"] for p in pairs]
+      saved = Stat(1 - _phase1(p[name])["epochs"] / _phase1(p[FIXED])["epochs"] for p in pairs)
+      seconds = Stat(_phase1(p[name])["seconds"] / _phase1(p[FIXED])["seconds"] for p in pairs)
+      diff = Stat(p[name]["final"]["test_accuracy"] - p[FIXED]["final"]["test_accuracy"] for p in pairs)
+      rows.append([
+        arch, f"{scale:g}", f"{patience} / {threshold:g}", ", ".join(map(str, epochs)), saved.fmt(100, 0),
+        f"{seconds.mean:.2f}", Stat(p[FIXED]["final"]["test_accuracy"] for p in pairs).fmt(),
+        Stat(p[name]["final"]["test_accuracy"] for p in pairs).fmt(), diff.fmt_ci(), len(pairs),
+      ])  # fmt: skip
+  fixed = next(iter(runs.values()))[FIXED]
+  thresholds = " ".join(f"{t:g}" for t in sorted({t for _, t in settings.values()}))
+  command = (
+    f"python experiments/adaptive_switch.py --archs {' '.join(sorted({a for a, _, _ in runs}))}"
+    f" --logits-lr-scales {' '.join(f'{s:g}' for s in sorted({s for _, s, _ in runs}))}"
+    f" --seeds {' '.join(str(s) for s in sorted({s for _, _, s in runs}))} --budget {fixed['budget']}"
+    f" --patience {' '.join(sorted({str(p) for p, _ in settings.values()}))} --thresholds {thresholds}"
+  )
   lines = [
     "# The adaptive switch: does it save Phase 1 time without losing accuracy?",
     "",
-    "Command: `python experiments/adaptive_switch.py --archs "
-    + " ".join(sorted({a for a, _, _ in pairs}))
-    + " --logits-lr-scales "
-    + " ".join(f"{s:g}" for s in sorted({s for _, s, _ in pairs}))
-    + " --seeds "
-    + " ".join(str(s) for s in sorted({s for _, _, s in pairs}))
-    + f" --budget {fixed['budget']}"
-    + f" --patience {patience} --threshold {threshold:g}` (beyond the paper; rerunning it skips the"
-    " finished runs and rewrites this report).",
+    f"Command: `{command}` (beyond the paper; rerunning it skips the finished runs and rewrites this"
+    " report).",
     "",
-    f"Recommended preset, Phase 1 at most {fixed['config']['phase1_epochs']} epochs then Phase 2"
-    f" {fixed['config']['phase2_epochs']}, {examples:,} training examples. The fixed switch freezes after"
-    " every Phase 1 epoch has run; the adaptive one as"
-    f" soon as the share of argmaxes that changed in an epoch stays below {threshold:g} for {patience}"
-    " epochs. Each pair shares its seed (weights, noise, data order). Accuracy: test, at the"
-    " lowest-validation-loss epoch, in %; the difference is paired by seed with its 95% CI.",
+    f"Recommended preset, Phase 1 at most {fixed['config']['phase1_epochs']} epochs (the learning rate's"
+    f" cosine decay is planned over them), then Phase 2 {fixed['config']['phase2_epochs']};"
+    f" {fixed['train_examples']:,} training examples. The fixed switch freezes after every Phase 1 epoch"
+    " has run; the adaptive one as soon as the share of argmaxes that changed in an epoch stays below the"
+    " threshold for `patience` epochs. All runs of a seed share its initial weights, noise and data order."
+    " Accuracy: test, at the lowest-validation-loss epoch, in %; differences are paired by seed (95% CI)."
+    " Phase 1 time is measured wall time, noisy on this shared machine; the epochs saved are exact.",
     "",
     *markdown_table(
       [
         "architecture",
         "logits lr scale",
+        "patience / threshold",
         "adaptive: Phase 1 epochs (per seed)",
+        "Phase 1 epochs saved (%)",
         "Phase 1 time, adaptive / fixed",
         "fixed",
         "adaptive",
@@ -181,11 +195,11 @@ def write_report(out: Path) -> Path:
     f"![share of argmaxes changed per epoch]({figure})",
     "",
     "*Figure: per Phase 1 epoch of the fixed-switch runs, the share of neurons whose argmax changed (log"
-    " scale; one line per seed); dotted: the adaptive switch's threshold.*",
+    " scale; one line per seed); dotted: the adaptive switch's thresholds.*",
     "",
-    "Note that the adaptive switch fires on a *stable* argmax, which is not a *decided* selection: with a"
-    " cosine schedule the logits stop moving as the learning rate decays whatever their entropy; compare"
-    " the selection diagnostics (`selection.png` of a run, the selection study).",
+    "The adaptive switch fires on a *stable* argmax, which is not a *decided* selection: with a cosine"
+    " schedule the logits stop moving as the learning rate decays, whatever their entropy. Compare the"
+    " selection diagnostics (a run's `selection.png`; the selection study).",
   ]
   path = out / "REPORT.md"
   atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
@@ -199,7 +213,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--budget", choices=list(BUDGETS), default="medium", help="Phase 1 is the maximum")
   parser.add_argument("--patience", type=int, default=2)
-  parser.add_argument("--threshold", type=float, default=0.01)
+  parser.add_argument("--thresholds", type=float, nargs="+", default=[0.01, 0.05])
   parser.add_argument("--out", type=Path, default=RESULTS / "adaptive_switch")
   parser.add_argument("--data-dir", type=Path, default=None)
   parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -207,13 +221,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   try:
     archs = [architecture(a) for a in args.archs]
     for scale in args.logits_lr_scales:  # validates the settings before any training
-      make_config(archs[0], scale, "adaptive", args.seeds[0], args.patience, args.threshold, args.budget)
+      for threshold in args.thresholds:
+        make_config(archs[0], scale, args.seeds[0], args.patience, threshold, args.budget)
   except ValueError as e:
     parser.error(str(e))
   data = sm.load_mnist(args.data_dir)
   run_all(
     args.out, data, archs=archs, scales=args.logits_lr_scales, seeds=args.seeds, patience=args.patience,
-    threshold=args.threshold, budget=args.budget, progress=args.progress,
+    thresholds=args.thresholds, budget=args.budget, progress=args.progress,
   )  # fmt: skip
   print(f"report: {write_report(args.out)}")
   return 0

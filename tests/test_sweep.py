@@ -253,11 +253,11 @@ def test_adaptive_switch_study_pairs_runs_and_reports(mnist, tmp_path, monkeypat
 
   monkeypatch.setitem(sweep.BUDGETS, "tiny", sweep.Budget(3, 1, 512))
   # Threshold 1: any epoch changing fewer than all argmaxes counts as stable, so patience 1 stops after 1.
-  kwargs = dict(archs=["small_3layer"], scales=[1.0], seeds=[0], patience=1, threshold=1.0, budget="tiny")
+  kwargs = dict(archs=["small_3layer"], scales=[1.0], seeds=[0], patience=1, thresholds=[1.0], budget="tiny")
   assert adaptive_switch.run_all(tmp_path, mnist, **kwargs, progress=False) == 2
   assert adaptive_switch.run_all(tmp_path, mnist, **kwargs, progress=False) == 0  # resumable per run
-  pair = adaptive_switch.load(tmp_path)[("small_3layer", 1.0, 0)]
-  assert pair["fixed"]["phases"]["phase1"]["epochs"] == 3 and pair["adaptive"]["switch_epoch"] == 1
+  runs = adaptive_switch.load(tmp_path)[("small_3layer", 1.0, 0)]
+  assert runs["fixed"]["phases"]["phase1"]["epochs"] == 3 and runs["adaptive_p1_t1"]["switch_epoch"] == 1
   text = adaptive_switch.write_report(tmp_path).read_text()
-  assert "| small_3layer | 1 | 1 |" in text and "--budget tiny" in text and "--threshold 1" in text
-  assert (tmp_path / "argmax_changed.png").stat().st_size > 1000
+  assert "| small_3layer | 1 | 1 / 1 | 1 | 67 (n = 1) |" in text and "--budget tiny" in text, text
+  assert "--thresholds 1" in text and (tmp_path / "argmax_changed.png").stat().st_size > 1000
