@@ -622,7 +622,7 @@ def write_report(
   early = first_last_shares(runs, EARLY)
   deep = first_last_shares(runs, DEEP)
   shares, bin_counts = depth_shares(runs)
-  settled = converged(test)
+  settled, decided = converged(test), selection_decided(runs)
   figures = {
     "accuracy": plot_accuracy(out / "accuracy.png", test),
     "ranks": plot_rank_counts(out / "rank_counts.png", ranks),
@@ -667,7 +667,7 @@ def write_report(
       " claim not borne out here reads *not resolved at this budget*.",
       "",
     ]
-  lines += _claims(table, ranks, gain, early, deep, settings, settled)
+  lines += _claims(table, ranks, gain, early, deep, settings, settled, decided)
   lines += [
     "",
     "## Accuracy per architecture",
@@ -713,7 +713,7 @@ def write_report(
     ["architecture", "Phase 1", "Phase 2", "Phase 2 − Phase 1 (95% CI)", "best epoch P1 (per seed)",
      "best epoch P2"], rows,
   )  # fmt: skip
-  lines += _depth_section(runs, shares, bin_counts, early, deep, figures, settled)
+  lines += _depth_section(runs, shares, bin_counts, early, deep, figures, decided)
   lines += _ablation_section(runs, smart)
   lines += _controls_section(runs, smart)
   lines += _variant_section(out, runs, settings)
@@ -762,7 +762,7 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
   shares, bin_counts = depth_shares(runs)
   per_seed = [depth_shares([r for r in smart if r["seed"] == s])[0] for s in seeds]
   decided = decisiveness(runs)
-  settled = statistics.fmean(d["decided"].mean for d in decided.values()) >= 0.5 if decided else False
+  settled = selection_decided(runs)
   figures = {
     "depth": plot_depth_heatmap(out / "depth_heatmap.png", shares, bin_counts),
     "selection": plot_selection_curves(out / "selection_curves.png", runs),
@@ -879,7 +879,7 @@ def _unsupported(settled: bool) -> str:
   return "does not hold" if settled else "not resolved at this budget"
 
 
-def _claims(table, ranks, gain, early, deep, settings, settled) -> list[str]:
+def _claims(table, ranks, gain, early, deep, settings, settled, decided) -> list[str]:
   smart = {a: models["smartmixed"] for a, models in table.items() if "smartmixed" in models}
   best_arch = max(
     smart, key=lambda a: statistics.fmean(r["final"]["val_accuracy"] for r in smart[a].values())
@@ -941,29 +941,45 @@ def _claims(table, ranks, gain, early, deep, settings, settled) -> list[str]:
           f"relu + leaky_relu, first − last hidden layer: {early['shift'].fmt_ci(100, 1)} points; elu + selu,"
           f" last − first: {deep['rise'].fmt_ci(100, 1)} (paired within"
           " each run; networks with ≥ 3 hidden layers; 95% CI over seeds)",
-          _depth_verdict(early, deep, settled),
+          _depth_verdict(early, deep, decided),
         ],
       ],
     ),
   ]
 
 
-def _depth_verdict(early: dict[str, Stat], deep: dict[str, Stat], settled: bool) -> str:
-  """Paired per-seed verdict: relu/leaky_relu fall and elu/selu rise from the first to the last layer."""
+def _depth_verdict(early: dict[str, Stat], deep: dict[str, Stat], decided: bool) -> str:
+  """Paired per-seed verdict: relu/leaky_relu fall and elu/selu rise from the first to the last layer.
+
+  ``decided``: has the selection settled (at least half the neurons decided)? If not, a shift is
+  a preference of the argmax of nearly uniform logits, and no shift is no evidence.
+  """
   falls = early["shift"].excludes_zero() and early["shift"].mean > 0
   rises = deep["rise"].excludes_zero() and deep["rise"].mean > 0
   if falls and rises:
     prefer = early["first"].mean > deep["first"].mean
-    return (
+    verdict = (
       "holds"
       if prefer
       else "partly: the shift is significant, but the first layer already favours elu / selu"
     )
+    if not decided:
+      verdict += (
+        " in the argmax, but the selection has not settled (fewer than half the neurons decided): a weak"
+        " preference, consistent across seeds"
+      )
+    return verdict
   return (
-    _unsupported(settled)
+    _unsupported(decided)
     + ": the paired shift's 95% CI includes 0 for "
     + ("both groups" if not (falls or rises) else "relu / leaky_relu" if not falls else "elu / selu")
   )
+
+
+def selection_decided(runs: Sequence[dict]) -> bool:
+  """Has Phase 1's selection settled: are at least half the neurons decided, on average over architectures?"""
+  decided = decisiveness(runs)
+  return bool(decided) and statistics.fmean(d["decided"].mean for d in decided.values()) >= 0.5
 
 
 def _rank_section(ranks, figure) -> list[str]:
@@ -1023,7 +1039,7 @@ TEMPERATURE_NOTE = (
 )
 
 
-def _depth_section(runs, shares, bin_counts, early, deep, figures, settled) -> list[str]:
+def _depth_section(runs, shares, bin_counts, early, deep, figures, decided) -> list[str]:
   smart = [r for r in runs if r["model"] == "smartmixed"]
   dropped = [r for r in smart if failed(r)]
   lines = [
@@ -1054,7 +1070,7 @@ def _depth_section(runs, shares, bin_counts, early, deep, figures, settled) -> l
     f" {early['last'].fmt(100, 1)}% (paired shift {early['shift'].fmt_ci(100, 1)}); elu + selu"
     f" {deep['first'].fmt(100, 1)}% → {deep['last'].fmt(100, 1)}%"
     f" (paired rise {deep['rise'].fmt_ci(100, 1)})."
-    f" Verdict: {_depth_verdict(early, deep, settled)}.",
+    f" Verdict: {_depth_verdict(early, deep, decided)}.",
     "",
     "### Has the selection happened?",
     "",
