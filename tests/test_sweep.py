@@ -259,5 +259,5 @@ def test_adaptive_switch_study_pairs_runs_and_reports(mnist, tmp_path, monkeypat
   runs = adaptive_switch.load(tmp_path)[("small_3layer", 1.0, 0)]
   assert runs["fixed"]["phases"]["phase1"]["epochs"] == 3 and runs["adaptive_p1_t1"]["switch_epoch"] == 1
   text = adaptive_switch.write_report(tmp_path).read_text()
-  assert "| small_3layer | 1 | 1 / 1 | 1 | 67 (n = 1) |" in text and "--budget tiny" in text, text
+  assert "| small_3layer | 1 | 1 / 1 | 1 | 67 (n = 1) | " in text and "--budget tiny" in text, text
   assert "--thresholds 1" in text and (tmp_path / "argmax_changed.png").stat().st_size > 1000
