@@ -18,6 +18,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple, Optional
@@ -43,12 +44,27 @@ def digest(leaves: list[Any]) -> str:
   return h.hexdigest()
 
 
+def _wait_until_quiet(fd: int, *, quiet_s: float = 0.5, limit_s: float = 5.0) -> None:
+  """Waits until nothing was written to ``fd`` for ``quiet_s`` seconds (at most ``limit_s`` in all)."""
+  deadline = time.monotonic() + limit_s
+  size = os.fstat(fd).st_size
+  while time.monotonic() < deadline:
+    time.sleep(quiet_s)
+    grown = os.fstat(fd).st_size
+    if grown == size:
+      return
+    size = grown
+
+
 @contextlib.contextmanager
 def _stderr_held() -> Iterator[None]:
   """Holds what anything (Python, C++ threads) writes to stderr in the block; replays it unless it fails.
 
   A failed write (disk full) makes orbax's worker threads print pages of
-  tracebacks; the caller reports the failure in one line instead.
+  tracebacks, some of them after the failure has reached us (tensorstore
+  callbacks into orbax's closed event loop); the caller reports the failure
+  in one line instead. After a failure the stream stays held until those
+  threads have gone quiet.
   """
   sys.stderr.flush()
   saved = os.dup(2)
@@ -62,6 +78,8 @@ def _stderr_held() -> Iterator[None]:
     raise
   finally:
     sys.stderr.flush()
+    if failed:
+      _wait_until_quiet(held)
     os.dup2(saved, 2)
     os.close(saved)
     if not failed and hasattr(os, "memfd_create"):
