@@ -1275,6 +1275,11 @@ def _command(out: Path, settings: dict[str, Any], runs: Sequence[dict]) -> str:
   if archs and len(archs) < len(ARCHITECTURES):
     parts.append("--archs " + " ".join(map(str, archs)))
   parts.append("--seeds " + " ".join(map(str, seeds)))
+  parts += [
+    flag
+    for flag, on in (("--no-ablation", "ablation"), ("--no-controls", "controls"))
+    if not settings.get(on, True)
+  ]
   if settings.get("logits_lr_scale", 1.0) != 1.0:
     parts.append(f"--logits-lr-scale {settings['logits_lr_scale']:g}")
   if settings.get("baselines_from"):
