@@ -44,6 +44,13 @@ EARLY, DEEP = ("relu", "leaky_relu"), ("elu", "selu")
 DEPTH_BINS = 5
 # The paper's figures (PAPER.md).
 PAPER = {"val": 98.22, "test": 98.03, "phase_gain": (2.0, 3.0)}
+REPO = Path(__file__).absolute().parent.parent
+
+
+def shown(path: Path) -> str:
+  """``path`` as a command in a report shows it: relative to the repository when inside it."""
+  path = Path(os.path.normpath(Path(path).absolute()))
+  return (path.relative_to(REPO) if path.is_relative_to(REPO) else path).as_posix()
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
@@ -638,7 +645,7 @@ def write_report(
   lines = [
     f"# SmartMixed on MNIST: the {len(table)}-architecture study",
     "",
-    f"Command: `{_command(out, settings, runs)}` (then `python experiments/report.py {out.as_posix()}`"
+    f"Command: `{_command(out, settings, runs)}` (then `python experiments/report.py {shown(out)}`"
     " rewrites this report from the committed per-run records).",
     "",
     f"Budget `{settings.get('budget', '?')}`: Phase 1 {config['phase1_epochs']} + Phase 2"
@@ -778,7 +785,7 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     f"# Which activations does Phase 1 select? (`{settings.get('budget', '?')}` study, preset"
     f" `{settings.get('preset', '?')}`)",
     "",
-    f"Command: `{_command(out, settings, runs)}` (then `python experiments/report.py {out.as_posix()}`"
+    f"Command: `{_command(out, settings, runs)}` (then `python experiments/report.py {shown(out)}`"
     " rewrites this report from the committed per-run records).",
     "",
     f"Phase 1 only: {config['phase1_epochs']} epochs of {settings.get('train_examples', '?')} examples,"
@@ -1283,7 +1290,7 @@ def _command(out: Path, settings: dict[str, Any], runs: Sequence[dict]) -> str:
   if settings.get("logits_lr_scale", 1.0) != 1.0:
     parts.append(f"--logits-lr-scale {settings['logits_lr_scale']:g}")
   if settings.get("baselines_from"):
-    parts.append(f"--baselines-from {os.path.normpath(Path(out, settings['baselines_from']))}")
+    parts.append(f"--baselines-from {shown(Path(out, settings['baselines_from']))}")
   return " ".join(parts)
 
 
