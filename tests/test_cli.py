@@ -17,6 +17,7 @@ def test_train_writes_every_artifact(tmp_path, mnist_cache, capsys):
     "curves.png",
     "activation_shares.png",
     "activation_trajectory.png",
+    "selection.png",
   ):
     assert (out / name).stat().st_size > 0, name
   results = json.loads((out / "results.json").read_text())
