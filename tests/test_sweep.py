@@ -133,6 +133,20 @@ def test_phase_gain_and_depth_shares():
   assert early["shift"].mean == pytest.approx(1.0) and early["rise"].mean == pytest.approx(-1.0)
 
 
+@pytest.mark.parametrize(
+  "gains, settled, verdict",
+  [
+    ([0.006, 0.008, 0.009], True, "does not hold for the size"),  # better, by under 2 points
+    ([0.006, 0.008, 0.009], False, "not resolved at this budget for the size"),
+    ([0.022, 0.025, 0.028], True, "holds: Phase 2 is better"),
+    ([0.05, 0.06, 0.055], True, "does not hold for the size: Phase 2 is better (95% CI above 0), by more"),
+    ([-0.01, 0.01, 0.002], True, "does not hold: the 95% CI includes 0"),
+  ],
+)
+def test_phase_gain_verdict_judges_direction_and_size(gains, settled, verdict):
+  assert report._gain_verdict(report.Stat(gains), settled).startswith(verdict)
+
+
 def test_failed_runs_are_left_out_of_the_preferences():
   runs = [_smart(0, 0.95), _smart(1, 0.96), _smart(2, 0.1, val=0.11, first=(0, 0, 0, 0, 4, 0))]
   assert [report.failed(r) for r in runs] == [False, False, True]
