@@ -910,11 +910,13 @@ def _claims(table, ranks, gain, early, deep, settings, settled, decided) -> list
   top3 = Stat(sm_rank["top3_by_seed"])
   lo, hi = PAPER["phase_gain"]
   gains = [100 * s.mean for s in gain["per_arch"].values() if s.n]
-  gain_verdict = _gain_verdict(gain["all"], settled)
-  gain_verdict += (
-    f"; gain of 2–3 points on {sum(lo <= g <= hi for g in gains)} of {len(gains)} architectures (median"
-    f" {statistics.median(gains):.1f})"
-  )
+  if gains:
+    gain_verdict = _gain_verdict(gain["all"], settled) + (
+      f"; gain of 2–3 points on {sum(lo <= g <= hi for g in gains)} of {len(gains)} architectures (median"
+      f" {statistics.median(gains):.1f})"
+    )
+  else:
+    gain_verdict = f"{_unsupported(settled)}: no SmartMixed run learned (each has a phase below 50% val)"
   reached = best_test.mean + best_test.std >= PAPER["test"] / 100
   val_reached = best_val.mean + best_val.std >= PAPER["val"] / 100
   top3_verdict = (
