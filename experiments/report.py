@@ -15,6 +15,7 @@ difference.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -267,6 +268,27 @@ def paired(runs: Sequence[dict], a, b) -> dict[str, Any]:
     "lower": sum(per_arch[a].mean < 0 for a in significant),
     "tested": len(pvalues),
   }
+
+
+@dataclasses.dataclass(frozen=True)
+class PhaseGain:
+  """Phase 2 − Phase 1 test accuracy, as :func:`paired` gives it.
+
+  ``learned`` leaves out the ``left_out`` SmartMixed runs whose training failed
+  (a phase below 50% validation accuracy): a failed Phase 1 would inflate the
+  gain the paper claims. ``every`` counts them.
+  """
+
+  learned: dict[str, Any]
+  every: dict[str, Any]
+  left_out: int
+
+
+def phase_gain(runs: Sequence[dict]) -> PhaseGain:
+  """Phase 2 − Phase 1 over the runs that learned, and over every run."""
+  gain = lambda rs: paired(rs, phase_test("phase2"), phase_test("phase1"))  # noqa: E731
+  learned = [r for r in runs if r["model"] != "smartmixed" or not failed(r)]
+  return PhaseGain(gain(learned), gain(runs), len(runs) - len(learned))
 
 
 def _overall(diff: dict[str, Any]) -> str:
@@ -627,12 +649,7 @@ def write_report(
   ranks["friedman"] = friedman(runs, ranked)
   smart = [r for r in runs if r["model"] == "smartmixed"]
   seeds = sorted({r["seed"] for r in runs})
-  gain_all = paired(runs, phase_test("phase2"), phase_test("phase1"))
-  # The claim is about runs that learn: a Phase 1 that failed (below 50% val) would inflate the gain.
-  learned = [r for r in runs if r["model"] != "smartmixed" or not failed(r)]
-  gain = paired(learned, phase_test("phase2"), phase_test("phase1"))
-  gain["left_out"] = sum(failed(r) for r in smart)
-  gain["with_them"] = gain_all["all"]
+  gain = phase_gain(runs)
   early = first_last_shares(runs, EARLY)
   deep = first_last_shares(runs, DEEP)
   shares, bin_counts = depth_shares(runs)
@@ -709,10 +726,10 @@ def write_report(
   lines += ["", "## Phase 1 vs Phase 2", "", f"![Phase 1 vs Phase 2]({figures['phases']})", ""]
   lines += ["*Figure: per architecture, Phase 1 and Phase 2 test accuracy (mean over seeds).*", ""]
   lines += [
-    f"Phase 2 minus Phase 1, test accuracy: {_overall(gain_all)}"
+    f"Phase 2 minus Phase 1, test accuracy: {_overall(gain.every)}"
     + (
-      f"; without the {gain['left_out']} runs whose training failed, {gain['all'].fmt_ci()}"
-      if gain["left_out"]
+      f"; without the {gain.left_out} runs whose training failed, {gain.learned['all'].fmt_ci()}"
+      if gain.left_out
       else ""
     )
     + ". Phase 2 continues where Phase 1 stopped, so it has also trained longer; the baselines train for"
@@ -728,7 +745,7 @@ def write_report(
         ", ".join(str(r["phase1"]["best"]["epoch"]) for r in seed_runs),
         ", ".join(str(r["phase2"][r["main"]]["best"]["epoch"]) for r in seed_runs),
       ]
-      rows.append([a, *phases, gain_all["per_arch"][a].fmt_ci(), *epochs])
+      rows.append([a, *phases, gain.every["per_arch"][a].fmt_ci(), *epochs])
   lines += markdown_table(
     ["architecture", "Phase 1", "Phase 2", "Phase 2 − Phase 1 (95% CI)", "best epoch P1 (per seed)",
      "best epoch P2"], rows,
@@ -899,7 +916,7 @@ def _unsupported(settled: bool) -> str:
   return "does not hold" if settled else "not resolved at this budget"
 
 
-def _claims(table, ranks, gain, early, deep, settings, settled, decided) -> list[str]:
+def _claims(table, ranks, gain: PhaseGain, early, deep, settings, settled, decided) -> list[str]:
   smart = {a: models["smartmixed"] for a, models in table.items() if "smartmixed" in models}
   best_arch = max(
     smart, key=lambda a: statistics.fmean(r["final"]["val_accuracy"] for r in smart[a].values())
@@ -909,9 +926,9 @@ def _claims(table, ranks, gain, early, deep, settings, settled, decided) -> list
   sm_rank = ranks["models"]["smartmixed"]
   top3 = Stat(sm_rank["top3_by_seed"])
   lo, hi = PAPER["phase_gain"]
-  gains = [100 * s.mean for s in gain["per_arch"].values() if s.n]
+  gains = [100 * s.mean for s in gain.learned["per_arch"].values() if s.n]
   if gains:
-    gain_verdict = _gain_verdict(gain["all"], settled) + (
+    gain_verdict = _gain_verdict(gain.learned["all"], settled) + (
       f"; gain of 2–3 points on {sum(lo <= g <= hi for g in gains)} of {len(gains)} architectures (median"
       f" {statistics.median(gains):.1f})"
     )
@@ -946,7 +963,7 @@ def _claims(table, ranks, gain, early, deep, settings, settled, decided) -> list
       [
         [
           "Phase 2 beats Phase 1 by 2–3 points",
-          f"Phase 2 − Phase 1 (test): {_overall(gain)}{_left_out(gain)}",
+          f"Phase 2 − Phase 1 (test): {_overall(gain.learned)}{_left_out(gain)}",
           gain_verdict,
         ],
         [
@@ -977,12 +994,12 @@ def _claims(table, ranks, gain, early, deep, settings, settled, decided) -> list
   ]
 
 
-def _left_out(gain: dict[str, Any]) -> str:
-  if not gain.get("left_out"):
+def _left_out(gain: PhaseGain) -> str:
+  if not gain.left_out:
     return ""
   return (
-    f"; {gain['left_out']} runs whose training failed (a phase below 50% validation accuracy) are left out:"
-    f" with them, {gain['with_them'].fmt_ci()} points"
+    f"; {gain.left_out} runs whose training failed (a phase below 50% validation accuracy) are left out:"
+    f" with them, {gain.every['all'].fmt_ci()} points"
   )
 
 
