@@ -247,6 +247,7 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   assert "| small_3layer |" in text and "nan" not in text.lower()
   assert "not resolved at this budget" in text and "Friedman's test" in text and "random_mixture" in text
   assert "ranks the 7 models" in text and "top three of 7" in text  # the paper's seven; not the control
+  assert "| P1 train, sampled | P1 val, argmax |" in text
 
 
 def test_selection_study_trains_phase1_only_and_reports_it(mnist, tmp_path, monkeypatch):
