@@ -83,7 +83,9 @@ def load_runs(out: Path) -> list[dict[str, Any]]:
   if reference:
     have = {(r["arch"], r["seed"]) for r in runs}
     runs += [
-      r for r in read_records(reference) if r["model"] != "smartmixed" and (r["arch"], r["seed"]) in have
+      dict(r, borrowed=True)  # trained by the reference sweep: not this sweep's compute
+      for r in read_records(reference)
+      if r["model"] != "smartmixed" and (r["arch"], r["seed"]) in have
     ]
   for run in [r for r in runs if r["model"] == "smartmixed" and r["main"]]:
     control = run["phase2"].get(f"random/{run['main'].split('/')[1]}")
@@ -400,8 +402,12 @@ def decisiveness(runs: Sequence[dict]) -> dict[str, dict[str, Stat]]:
 
 
 def compute_seconds(runs: Sequence[dict]) -> float:
-  """Wall time of the sweep: each cohort's time, shared among the runs it wrote."""
-  return sum(run["cohort"]["seconds"] / run["cohort"]["runs"] for run in runs if not run.get("control"))
+  """Wall time of the sweep: each cohort's time, shared among the runs it wrote (not borrowed baselines)."""
+  return sum(
+    run["cohort"]["seconds"] / run["cohort"]["runs"]
+    for run in runs
+    if not run.get("control") and not run.get("borrowed")
+  )
 
 
 def paper_budget_seconds(runs: Sequence[dict], full_train: int = 54_000) -> dict[str, float]:

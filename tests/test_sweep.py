@@ -222,6 +222,8 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
     and "| simple_2layer |" not in vtext
   )
   assert report.rankings(report.load_runs(variant))["rankings"] == 2  # baselines came from the reference
+  own = [r for r in report.load_runs(variant) if not r.get("borrowed")]
+  assert report.compute_seconds(report.load_runs(variant)) == report.compute_seconds(own) > 0
   with pytest.raises(SystemExit, match="phase1_epochs: 1 there, 2 here"):
     sweep.sweep(tmp_path / "other", mnist, **dict(vargs, budget="tiny2"))
 
