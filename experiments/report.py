@@ -401,6 +401,28 @@ def decisiveness(runs: Sequence[dict]) -> dict[str, dict[str, Stat]]:
   return out
 
 
+def phase1_eval(config: dict[str, Any]) -> str:
+  """How Phase 1 was evaluated: each neuron's argmax, or (the reference code's quirk) sampled activations."""
+  return "sampled" if config.get("noisy_eval") else "argmax"
+
+
+def phase1_accuracy(runs: Sequence[dict]) -> list[list[str]]:
+  """Per architecture: Phase 1's selected epochs (per seed), then its training, validation and test
+  accuracy there (mean ± std over seeds)."""
+  rows = []
+  for arch, models in by_arch_model(runs).items():
+    seeds = list(models.get("smartmixed", {}).values())
+    if not seeds:
+      continue
+    best = [r["phase1"]["best"] for r in seeds]
+    trained = Stat(r["phase1"]["history"][b["epoch"]].get("train_accuracy") for r, b in zip(seeds, best))
+    rows.append([
+      arch, ", ".join(str(b["epoch"]) for b in best), trained.fmt(),
+      *(Stat(b[k] for b in best).fmt() for k in ("val_accuracy", "test_accuracy")),
+    ])  # fmt: skip
+  return rows
+
+
 def compute_seconds(runs: Sequence[dict]) -> float:
   """Wall time of the sweep: each cohort's time, shared among the runs it wrote (not borrowed baselines)."""
   return sum(
@@ -654,6 +676,7 @@ def write_report(
   ranks = rankings(runs, ranked)
   ranks["friedman"] = friedman(runs, ranked)
   smart = [r for r in runs if r["model"] == "smartmixed"]
+  p1_eval = phase1_eval(smart[0]["config"]) if smart else "argmax"
   seeds = sorted({r["seed"] for r in runs})
   gain = phase_gain(runs)
   early = first_last_shares(runs, EARLY)
@@ -740,8 +763,13 @@ def write_report(
     )
     + ". Phase 2 continues where Phase 1 stopped, so it has also trained longer; the baselines train for"
     " both phases' epochs. Phase 1 trains a network that samples each neuron's activation at every step"
-    " but is evaluated with each neuron's argmax: while the logits are undecided these are different"
-    " networks, and the last two columns (Phase 1's last epoch) show how far apart.",
+    + (
+      " and is evaluated with activations sampled afresh (the reference code's `noisy_eval`): the last"
+      " two columns (Phase 1's last epoch) compare the two samples."
+      if p1_eval == "sampled"
+      else " but is evaluated with each neuron's argmax: while the logits are undecided these are different"
+      " networks, and the last two columns (Phase 1's last epoch) show how far apart."
+    ),
     "",
   ]
   rows = []
@@ -758,7 +786,7 @@ def write_report(
       rows.append([a, *phases, gain.every["per_arch"][a].fmt_ci(), *epochs, *sampled_vs_argmax])
   lines += markdown_table(
     ["architecture", "Phase 1", "Phase 2", "Phase 2 − Phase 1 (95% CI)", "best epoch P1 (per seed)",
-     "best epoch P2", "P1 train, sampled", "P1 val, argmax"], rows,
+     "best epoch P2", "P1 train, sampled", f"P1 val, {p1_eval}"], rows,
   )  # fmt: skip
   lines += _depth_section(runs, shares, bin_counts, early, deep, figures, decided)
   lines += _ablation_section(runs, smart)
@@ -820,6 +848,12 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     ),
   }
   steps = math.ceil(settings.get("train_examples", 54000) / config["batch_size"]) * config["phase1_epochs"]
+  kind = phase1_eval(config)
+  evaluated = (
+    "a network whose activations are sampled afresh (the reference code's evaluation, `noisy_eval`)"
+    if kind == "sampled"
+    else "the network with each neuron's argmax activation"
+  )
   lines = [
     f"# Which activations does Phase 1 select? (`{settings.get('budget', '?')}` study, preset"
     f" `{settings.get('preset', '?')}`)",
@@ -856,6 +890,18 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
       if settled
       else "On average fewer than half of the neurons are decided (entropy below half of log 6): the"
       " preferences below are those of a selection that has not settled."
+    ),
+    "",
+    "## Phase 1's accuracy",
+    "",
+    f"At each run's selected (lowest-validation-loss) epoch, mean ± std over seeds. Training accuracy is"
+    f" the epoch's running accuracy of the network with activations sampled at every step; validation and"
+    f" test accuracy are those of {evaluated}. For scale, the paper's best SmartMixed (after Phase 2):"
+    f" {PAPER['val']}% validation, {PAPER['test']}% test.",
+    "",
+    *markdown_table(
+      ["architecture", "selected epoch (per seed)", "train, sampled", f"val, {kind}", f"test, {kind}"],
+      phase1_accuracy(runs),
     ),
     "",
     "## Preferences by depth",

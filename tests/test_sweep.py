@@ -263,6 +263,13 @@ def test_selection_study_trains_phase1_only_and_reports_it(mnist, tmp_path, monk
   text = report.write_report(tmp_path).read_text()
   for part in ("Has the selection settled?", "Preferences by depth", "Gumbel-max", "95% CI over seeds"):
     assert part in text, part
+  # Phase 1's accuracy at each seed's selected epoch, evaluated with the argmax (the recommended preset).
+  best = [json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", s).read_text()) for s in (0, 1)]
+  test = report.Stat(r["phase1"]["best"]["test_accuracy"] for r in best).fmt()
+  epochs = ", ".join(str(r["phase1"]["best"]["epoch"]) for r in best)
+  assert "| train, sampled | val, argmax | test, argmax |" in text
+  assert f"| small_3layer | {epochs} |" in text
+  assert f"| {test} |" in text
   assert (tmp_path / "selection_curves.png").stat().st_size > 1000
 
 
