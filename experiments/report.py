@@ -891,6 +891,16 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
       else "On average fewer than half of the neurons are decided (entropy below half of log 6): the"
       " preferences below are those of a selection that has not settled."
     ),
+    *(
+      [
+        "",
+        "The learning rate decays to zero over Phase 1 (cosine), so the share of argmaxes that change per"
+        " epoch falls towards 0 near the end whether or not the logits have separated: read the entropy and"
+        " P(argmax) for how decided the selection is.",
+      ]
+      if config["schedule"] == "cosine"
+      else []
+    ),
     "",
     "## Phase 1's accuracy",
     "",
