@@ -264,9 +264,9 @@ def test_selection_study_trains_phase1_only_and_reports_it(mnist, tmp_path, monk
   for part in ("Has the selection settled?", "Preferences by depth", "Gumbel-max", "95% CI over seeds"):
     assert part in text, part
   # Phase 1's accuracy at each seed's selected epoch, evaluated with the argmax (the recommended preset).
-  best = [json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", s).read_text()) for s in (0, 1)]
-  test = report.Stat(r["phase1"]["best"]["test_accuracy"] for r in best).fmt()
-  epochs = ", ".join(str(r["phase1"]["best"]["epoch"]) for r in best)
+  runs = [json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", s).read_text()) for s in (0, 1)]
+  test = report.Stat(r["phase1"]["best"]["test_accuracy"] for r in runs).fmt()
+  epochs = ", ".join(str(r["phase1"]["best"]["epoch"]) for r in runs)
   assert "| train, sampled | val, argmax | test, argmax |" in text
   assert f"| small_3layer | {epochs} |" in text
   assert "decays to zero over Phase 1 (cosine)" in text  # why argmax changes fade near the end
