@@ -406,6 +406,13 @@ def phase1_eval(config: dict[str, Any]) -> str:
   return "sampled" if config.get("noisy_eval") else "argmax"
 
 
+def phase1_eval_words(kind: str) -> str:
+  """`phase1_eval`'s answer in words, to follow "evaluated with"."""
+  if kind == "sampled":
+    return "activations sampled afresh (the reference code's evaluation, `noisy_eval`)"
+  return "each neuron's argmax activation"
+
+
 def phase1_accuracy(runs: Sequence[dict]) -> list[list[str]]:
   """Per architecture: Phase 1's selected epochs (per seed), then its training, validation and test
   accuracy there (mean ± std over seeds)."""
@@ -763,12 +770,13 @@ def write_report(
     )
     + ". Phase 2 continues where Phase 1 stopped, so it has also trained longer; the baselines train for"
     " both phases' epochs. Phase 1 trains a network that samples each neuron's activation at every step"
+    + (" and" if p1_eval == "sampled" else " but")
+    + f" is evaluated with {phase1_eval_words(p1_eval)}: "
     + (
-      " and is evaluated with activations sampled afresh (the reference code's `noisy_eval`): the last"
-      " two columns (Phase 1's last epoch) compare the two samples."
+      "the last two columns (Phase 1's last epoch) compare the two samples."
       if p1_eval == "sampled"
-      else " but is evaluated with each neuron's argmax: while the logits are undecided these are different"
-      " networks, and the last two columns (Phase 1's last epoch) show how far apart."
+      else "while the logits are undecided these are different networks, and the last two columns"
+      " (Phase 1's last epoch) show how far apart."
     ),
     "",
   ]
@@ -849,11 +857,6 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
   }
   steps = math.ceil(settings.get("train_examples", 54000) / config["batch_size"]) * config["phase1_epochs"]
   kind = phase1_eval(config)
-  evaluated = (
-    "a network whose activations are sampled afresh (the reference code's evaluation, `noisy_eval`)"
-    if kind == "sampled"
-    else "the network with each neuron's argmax activation"
-  )
   lines = [
     f"# Which activations does Phase 1 select? (`{settings.get('budget', '?')}` study, preset"
     f" `{settings.get('preset', '?')}`)",
@@ -906,8 +909,8 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     "",
     f"At each run's selected (lowest-validation-loss) epoch, mean ± std over seeds. Training accuracy is"
     f" the epoch's running accuracy of the network with activations sampled at every step; validation and"
-    f" test accuracy are those of {evaluated}. For scale, the paper's best SmartMixed (after Phase 2):"
-    f" {PAPER['val']}% validation, {PAPER['test']}% test.",
+    f" test accuracy are those of the network evaluated with {phase1_eval_words(kind)}. For scale, the"
+    f" paper's best SmartMixed (after Phase 2): {PAPER['val']}% validation, {PAPER['test']}% test.",
     "",
     *markdown_table(
       ["architecture", "selected epoch (per seed)", "train, sampled", f"val, {kind}", f"test, {kind}"],
