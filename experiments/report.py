@@ -770,13 +770,12 @@ def write_report(
     )
     + ". Phase 2 continues where Phase 1 stopped, so it has also trained longer; the baselines train for"
     " both phases' epochs. Phase 1 trains a network that samples each neuron's activation at every step"
-    + (" and" if p1_eval == "sampled" else " but")
-    + f" is evaluated with {phase1_eval_words(p1_eval)}: "
     + (
-      "the last two columns (Phase 1's last epoch) compare the two samples."
+      f" and is evaluated with {phase1_eval_words(p1_eval)}: the last two columns (Phase 1's last epoch)"
+      " compare the two samples."
       if p1_eval == "sampled"
-      else "while the logits are undecided these are different networks, and the last two columns"
-      " (Phase 1's last epoch) show how far apart."
+      else f" but is evaluated with {phase1_eval_words(p1_eval)}: while the logits are undecided these are"
+      " different networks, and the last two columns (Phase 1's last epoch) show how far apart."
     ),
     "",
   ]
