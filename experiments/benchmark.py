@@ -7,6 +7,7 @@ and as ratios to the plain relu MLP of the same shape, dtype and batch.
     python experiments/benchmark.py                 # full suite, prints a table
     python experiments/benchmark.py --quick         # fewer rounds, no epoch timings
     python experiments/benchmark.py --out FILE.json # where the figures go
+    python experiments/benchmark.py --smoke         # tiny shapes, one round: checks it runs (CI)
 
 Besides the library's formulations it times the alternatives they were chosen
 over: the naive Phase 1 that stacks all activations of every neuron (as the
@@ -17,6 +18,7 @@ and slice-and-concatenate.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -26,6 +28,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import smartmixed_jax as sm
 
@@ -33,6 +36,7 @@ SHAPES = {
   "medium_5layer": dict(layer_sizes=(784, *sm.ARCHITECTURES["medium_5layer"], 10), batch=128),
   "wide_4x1024": dict(layer_sizes=(784, 1024, 1024, 1024, 1024, 10), batch=1024),
 }
+SMOKE_SHAPES = {"tiny": dict(layer_sizes=(784, 32, 16, 10), batch=64)}
 TARGETS = {
   "phase1_step / relu_step": 1.3,
   "frozen_inference / relu_inference": 1.05,
@@ -45,35 +49,32 @@ TARGETS = {
 # Reference formulations (the limit, and the designs we did not choose).
 
 
-def mlp_apply(params, x, layer_activations):
-  """An MLP whose hidden layer ``i`` applies ``layer_activations[i]`` to its pre-activations."""
+def mlp_apply(layers, x, layer_activations):
+  """An MLP of :class:`sm.Dense` ``layers`` whose hidden layer ``i`` applies ``layer_activations[i]``."""
   h = x
-  for layer, activation in zip(params["layers"][:-1], layer_activations, strict=True):
-    h = activation(h @ layer["w"] + layer["b"])
-  last = params["layers"][-1]
-  return h @ last["w"] + last["b"]
+  for layer, activation in zip(layers[:-1], layer_activations, strict=True):
+    h = activation(h @ layer.w + layer.b)
+  return h @ layers[-1].w + layers[-1].b
 
 
-def plain_mlp_apply(params, x, activation=lambda z: jnp.maximum(z, 0)):
+def plain_mlp_apply(layers, x, activation=lambda z: jnp.maximum(z, 0)):
   """The limit: a plain MLP with one activation (relu) everywhere."""
-  return mlp_apply(params, x, [activation] * (len(params["layers"]) - 1))
+  return mlp_apply(layers, x, [activation] * (len(layers) - 1))
 
 
-def naive_selective_apply(params, x, key, *, temperature, pool):
+def naive_selective_apply(params, x, key, *, temperature):
   """Phase 1 as the reference computes it: all K activations of every neuron,
   stacked to ``[batch, neurons, K]`` and weighted by the straight-through sample."""
-  fns = [fn for _, fn in sm.resolve_pool(pool)]
-  keys = jax.random.split(key, len(params["logits"]))
-  samples = [
-    sm.gumbel_straight_through(lg, k, temperature=temperature) for lg, k in zip(params["logits"], keys)
-  ]
+  fns = [sm.ACTIVATIONS[name] for name in sm.pool_names(params.pool)]
+  keys = jax.random.split(key, len(params.logits))
+  samples = [sm.gumbel_straight_through(lg, k, temperature=temperature) for lg, k in zip(params.logits, keys)]
   stacked = lambda y: lambda z: jnp.einsum("bnk,nk->bn", jnp.stack([f(z) for f in fns], -1), y)
-  return mlp_apply(params, x, [stacked(y) for y in samples])
+  return mlp_apply(params.layers, x, [stacked(y) for y in samples])
 
 
-def gather_scatter_apply(params, x, *, groups, pool):
+def gather_scatter_apply(layers, x, *, groups):
   """Phase 2 with neurons indexed per group: gather, activate, scatter back."""
-  fns = dict(sm.resolve_pool(pool))
+  fns = sm.ACTIVATIONS
 
   def activation(layer_groups):
     def apply(z):
@@ -84,14 +85,36 @@ def gather_scatter_apply(params, x, *, groups, pool):
 
     return apply
 
-  return mlp_apply(params, x, [activation(g) for g in groups])
+  return mlp_apply(layers, x, [activation(g) for g in groups])
 
 
-def slice_concat_apply(params, x, *, segments, pool):
+def slice_concat_apply(layers, x, *, segments):
   """Phase 2 with contiguous segments sliced, activated and concatenated."""
-  fns = dict(sm.resolve_pool(pool))
+  fns = sm.ACTIVATIONS
   activation = lambda segs: lambda z: jnp.concatenate([fns[n](z[..., a:b]) for n, a, b in segs], axis=-1)
-  return mlp_apply(params, x, [activation(s) for s in segments])
+  return mlp_apply(layers, x, [activation(s) for s in segments])
+
+
+def make_step(apply_fn, optimizer):
+  """A jit-compiled optimizer step ``(params, state, x, y, key) -> (params, state)`` on the mean loss."""
+
+  def loss(params, x, y, key):
+    return jnp.mean(sm.cross_entropy(apply_fn(params, x, key).astype(jnp.float32), y))
+
+  @jax.jit
+  def step(params, state, x, y, key):
+    updates, state = optimizer.update(jax.grad(loss)(params, x, y, key), state, params)
+    return optax.apply_updates(params, updates), state
+
+  return step
+
+
+def with_random_logits(params, key):
+  """``params`` with standard-normal logits: every layer mixes all activations, as trained ones do."""
+  keys = jax.random.split(key, len(params.logits))
+  return dataclasses.replace(
+    params, logits=tuple(jax.random.normal(k, lg.shape) for k, lg in zip(keys, params.logits))
+  )
 
 
 # ---------------------------------------------------------------------------
@@ -131,53 +154,42 @@ def peak_bytes(fn, *args) -> int:
 
 def bench_shape(name, layer_sizes, batch, dtype, *, rounds, min_seconds):
   key = jax.random.key(0)
-  pool = sm.DEFAULT_POOL
-  params = sm.init_mlp(key, layer_sizes)
-  # Trained-looking choices: every layer mixes all six activations.
-  params["logits"] = [
-    jax.random.normal(k, logits.shape) for k, logits in zip(jax.random.split(key, 99), params["logits"])
-  ]
-  params = cast(params, dtype)
+  params = cast(with_random_logits(sm.init_mlp(key, layer_sizes), key), dtype)
   model = sm.freeze(params)
-  relu = sm.fixed_mlp(key, layer_sizes, "relu")
-  relu_params = cast(relu.params, dtype)
+  relu = cast(sm.fixed_mlp(key, layer_sizes, "relu").layers, dtype)
   x = jax.random.uniform(jax.random.key(1), (batch, layer_sizes[0]), dtype)
   y = jax.random.randint(jax.random.key(2), (batch,), 0, layer_sizes[-1])
-  mask = jnp.ones(batch, bool)
   optimizer = sm.make_optimizer(1e-3, 1.0)
 
   def step_thunk(apply_fn, p):
-    step = jax.jit(sm.make_train_step(apply_fn, optimizer))
-    state = optimizer.init(p)
-    return (lambda: step(p, state, x, y, mask, key)), (step, state)
+    step, state = make_step(apply_fn, optimizer), optimizer.init(p)
+    return (lambda: step(p, state, x, y, key)), (step, state)
 
-  selective = lambda p, x, k: sm.apply_selective(p, x, k, pool=pool)
-  naive = lambda p, x, k: naive_selective_apply(p, x, k, temperature=0.3, pool=pool)
-  frozen = lambda p, x, k: model.apply(p, x)
-  plain = lambda p, x, k: plain_mlp_apply(p, x)
+  selective = lambda p, x, k: sm.apply_selective(p, x, k)
+  naive = lambda p, x, k: naive_selective_apply(p, x, k, temperature=0.3)
   steps = {
-    "relu_step": step_thunk(plain, relu_params),
+    "relu_step": step_thunk(lambda p, x, k: plain_mlp_apply(p, x), relu),
     "phase1_step": step_thunk(selective, params),
     "naive_phase1_step": step_thunk(naive, params),
-    "phase2_step": step_thunk(frozen, model.params),
+    "phase2_step": step_thunk(lambda m, x, k: m(x), model),
   }
+  names = sm.pool_names(params.pool)
   groups = [
-    tuple((n, jnp.asarray(np.flatnonzero(np.asarray(c) == sm.DEFAULT_POOL.index(n)))) for n, _, _ in segs)
+    tuple((n, jnp.asarray(np.flatnonzero(np.asarray(c) == names.index(n)))) for n, _, _ in segs)
     for segs, c in zip(model.segments, sm.choices(params))
   ]
-  unpermuted = {"layers": params["layers"]}
   inference = {
-    "relu_inference": (jax.jit(plain_mlp_apply), relu_params),
+    "relu_inference": (jax.jit(plain_mlp_apply), relu),
     # Context: what one transcendental activation everywhere costs over relu.
-    "elu_inference": (jax.jit(lambda p, x: plain_mlp_apply(p, x, sm.ACTIVATIONS["elu"])), relu_params),
-    "frozen_inference": (model.apply, model.params),
+    "elu_inference": (jax.jit(lambda p, x: plain_mlp_apply(p, x, sm.ACTIVATIONS["elu"])), relu),
+    "frozen_inference": (lambda m, x: m(x), model),
     "gather_scatter_inference": (
-      jax.jit(lambda p, x: gather_scatter_apply(p, x, groups=groups, pool=pool)),
-      unpermuted,
+      jax.jit(lambda p, x: gather_scatter_apply(p, x, groups=groups)),
+      params.layers,
     ),
     "slice_concat_inference": (
-      jax.jit(lambda p, x: slice_concat_apply(p, x, segments=model.segments, pool=pool)),
-      model.params,
+      jax.jit(lambda p, x: slice_concat_apply(p, x, segments=model.segments)),
+      model.layers,
     ),
   }
   variants = {k: v[0] for k, v in steps.items()}
@@ -185,13 +197,9 @@ def bench_shape(name, layer_sizes, batch, dtype, *, rounds, min_seconds):
   times = interleaved_medians(variants, rounds=rounds, min_seconds=min_seconds)
 
   memory = {}
-  for label, step_name in (
-    ("relu", "relu_step"),
-    ("phase1", "phase1_step"),
-    ("naive_phase1", "naive_phase1_step"),
-  ):
-    (step, state), p = steps[step_name][1], (relu_params if label == "relu" else params)
-    memory[f"{label}_peak_memory"] = peak_bytes(step, p, state, x, y, mask, key)
+  for label, p in (("relu", relu), ("phase1", params), ("naive_phase1", params)):
+    step, state = steps[f"{label}_step"][1]
+    memory[f"{label}_peak_memory"] = peak_bytes(step, p, state, x, y, key)
   ratios = {
     "phase1_step / relu_step": times["phase1_step"] / times["relu_step"],
     "naive_phase1_step / relu_step": times["naive_phase1_step"] / times["relu_step"],
@@ -214,21 +222,17 @@ def bench_shape(name, layer_sizes, batch, dtype, *, rounds, min_seconds):
   }
 
 
-def bench_freeze_compile(batch=128):
-  """Wall time to freeze the 14-layer architecture and compile its forward pass
-  (median of 5, each with a fresh model and so a fresh compilation)."""
-  sizes = (784, *sm.ARCHITECTURES["wide_14layer"], 10)
-  params = sm.init_mlp(jax.random.key(0), sizes)
-  params["logits"] = [
-    jax.random.normal(k, logits.shape)
-    for k, logits in zip(jax.random.split(jax.random.key(1), 99), params["logits"])
-  ]
+def bench_freeze_compile(batch=128, *, arch="wide_14layer", repeats=5):
+  """Wall time to freeze an architecture and compile its forward pass
+  (median of ``repeats``, each after clearing JAX's caches, so a fresh compilation)."""
+  sizes = (784, *sm.ARCHITECTURES[arch], 10)
+  params = with_random_logits(sm.init_mlp(jax.random.key(0), sizes), jax.random.key(1))
   x = jnp.ones((batch, 784))
   samples = []
-  for _ in range(5):
+  for _ in range(repeats):
+    jax.clear_caches()
     start = time.perf_counter()
-    model = sm.freeze(params)
-    jax.block_until_ready(model.apply(model.params, x))
+    jax.block_until_ready(sm.freeze(params)(x))
     samples.append(time.perf_counter() - start)
   return statistics.median(samples)
 
@@ -240,12 +244,15 @@ def bench_epochs(epochs: int = 3):
   key = jax.random.key(0)
   optimizer = sm.make_optimizer(1e-3, 1.0)
   params = sm.init_mlp(key, sizes)
-  model = sm.freeze(params)
-  relu = sm.fixed_mlp(key, sizes, "relu")
+  frozen = lambda m, x, k, s: m(x)  # noqa: E731
   runs = {
-    "phase1": (lambda p, x, k: sm.apply_selective(p, x, k), lambda p, x, k: sm.apply_hard(p, x), params),
-    "phase2": ((lambda p, x, k: model.apply(p, x),) * 2 + (model.params,)),
-    "relu": ((lambda p, x, k: relu.apply(p, x),) * 2 + (relu.params,)),
+    "phase1": (
+      lambda p, x, k, s: sm.apply_selective(p, x, k),
+      lambda p, x, k, s: sm.apply_hard(p, x),
+      params,
+    ),
+    "phase2": (frozen, frozen, sm.freeze(params)),
+    "relu": (frozen, frozen, sm.fixed_mlp(key, sizes, "relu")),
   }
   train = jax.device_put((data.train.x, data.train.y))
   held_out = [jax.device_put((s.x, s.y)) for s in (data.validation, data.test)]
@@ -257,9 +264,9 @@ def bench_epochs(epochs: int = 3):
     samples = []
     for e in range(epochs + 1):  # the first epoch compiles
       start = time.perf_counter()
-      p, state, _ = epoch(p, state, *train, jax.random.key(e))
+      p, state, _ = epoch(p, state, *train, jax.random.key(e), jnp.int32(0))
       for split in held_out:
-        jax.block_until_ready(evaluate(p, *split, key))
+        jax.block_until_ready(evaluate(p, *split, key, jnp.int32(0)))
       samples.append(time.perf_counter() - start)
     results[name] = {
       "epoch_seconds_median": statistics.median(samples[1:]),
@@ -295,16 +302,19 @@ def print_table(report):
       print(f"  {k} target <= 1.6 s: {'met' if s <= 1.6 else 'MISSED'}")
 
 
-def main():
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true", help="fewer rounds, no MNIST epochs")
+  parser.add_argument(
+    "--smoke", action="store_true", help="tiny shapes, one round, no MNIST: checks that it runs (CI)"
+  )
   parser.add_argument("--out", type=Path, default=None, help="JSON output (default: experiments/results/)")
   parser.add_argument("--rounds", type=int, default=None)
-  args = parser.parse_args()
-  rounds = args.rounds or (5 if args.quick else 15)
-  min_seconds = 0.2 if args.quick else 0.5
+  args = parser.parse_args(argv)
+  rounds = args.rounds or (1 if args.smoke else 5 if args.quick else 15)
+  min_seconds = 0.01 if args.smoke else 0.2 if args.quick else 0.5
   backend = jax.default_backend()
-  dtypes = [jnp.float32, jnp.bfloat16]
+  dtypes = [jnp.float32] if args.smoke else [jnp.float32, jnp.bfloat16]
   report = {
     "backend": backend,
     "device": str(jax.devices()[0].device_kind),
@@ -313,21 +323,25 @@ def main():
     "rounds": rounds,
     "shapes": [],
   }
-  for name, shape in SHAPES.items():
+  for name, shape in (SMOKE_SHAPES if args.smoke else SHAPES).items():
     for dtype in dtypes:
       print(f"timing {name} {jnp.dtype(dtype).name} ...", flush=True)
       report["shapes"].append(
         bench_shape(name, shape["layer_sizes"], shape["batch"], dtype, rounds=rounds, min_seconds=min_seconds)
       )
-  report["freeze_compile_seconds"] = bench_freeze_compile()
-  if not args.quick:
+  if not args.smoke:
+    report["freeze_compile_seconds"] = bench_freeze_compile()
+  if not (args.quick or args.smoke):
     print("timing MNIST epochs ...", flush=True)
     report["epochs"] = bench_epochs()
   print_table(report)
+  if args.smoke and args.out is None:
+    return report  # a smoke run's figures are not worth keeping
   out = args.out or Path(__file__).parent / "results" / f"benchmark_{backend}.json"
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(report, indent=1))
   print(f"\nwrote {out}")
+  return report
 
 
 if __name__ == "__main__":

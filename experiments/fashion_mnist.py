@@ -2,6 +2,7 @@
 
     python experiments/fashion_mnist.py                      # CNN + MLP study, ~15 min on 2 cores
     python experiments/fashion_mnist.py --seeds 0 1 --cnn-epochs 2 2
+    python experiments/fashion_mnist.py --smoke --out /tmp/fm   # 1 seed, 1+1 epochs on 512 examples (CI)
 
 Part 1: a small CNN whose every conv/dense activation is a ``MixedActivation``
 (Phase 1), frozen with ``smartmixed_jax.nnx.freeze`` and trained on (Phase 2),
@@ -157,7 +158,13 @@ def rewrite_report(out: Path = OUT) -> None:
   (out / "REPORT.md").write_text(report(saved["cnn"], saved["mlp"], argparse.Namespace(**saved["args"])))
 
 
-def main():
+def subset(data: sm.Dataset, n: int) -> sm.Dataset:
+  """The first ``n`` examples of every split."""
+  cut = lambda split: sm.Split(split.x[:n], split.y[:n])  # noqa: E731
+  return sm.Dataset(cut(data.train), cut(data.validation), cut(data.test), data.source)
+
+
+def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--cnn-epochs", type=int, nargs=2, default=[2, 2], metavar=("PHASE1", "PHASE2"))
@@ -166,9 +173,22 @@ def main():
   parser.add_argument("--mlp-seeds", type=int, nargs="+", default=[0])
   parser.add_argument("--out", type=Path, default=OUT)
   parser.add_argument("--download", action="store_true", help="let tfds download fashion_mnist if not cached")
-  args = parser.parse_args()
+  parser.add_argument(
+    "--smoke", action="store_true", help="one seed, 1 + 1 epochs, a 32-unit MLP, 512 examples: checks it runs"
+  )
+  args = parser.parse_args(argv)
+  if args.smoke:
+    args.seeds, args.cnn_epochs, args.mlp_epochs, args.archs, args.mlp_seeds = (
+      [0],
+      [1, 1],
+      [1, 1],
+      ["32"],
+      [0],
+    )
   # Offline, the data comes from Debian's dataset-fashion-mnist (installed by `make`).
   data = sm.load_dataset("fashion_mnist", allow_download=args.download)
+  if args.smoke:
+    data = subset(data, 512)
   print(f"Fashion-MNIST from {data.source}", flush=True)
   cnn = run_cnn(data, args.seeds, *args.cnn_epochs)
   mlps = run_mlps(data, args.archs, args.mlp_seeds, *args.mlp_epochs)

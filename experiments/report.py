@@ -55,8 +55,22 @@ def shown(path: Path) -> str:
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
-  """The per-run records under ``out/runs``."""
-  return [json.loads(p.read_text()) for p in sorted(Path(out).glob("runs/*/*/seed*.json"))]
+  """The per-run records under ``out/runs``, migrated to the current shape (see :func:`migrate`)."""
+  return [migrate(json.loads(p.read_text())) for p in sorted(Path(out).glob("runs/*/*/seed*.json"))]
+
+
+def migrate(record: dict[str, Any]) -> dict[str, Any]:
+  """A record as the current sweep writes it; older records are migrated on read, never rewritten.
+
+  Before the sweep trained through the library's engine, its Phase 1 epochs
+  held ``argmax_counts`` (per layer, a count per pool position) where the
+  engine writes ``activation_counts`` (per layer, a count per activation name).
+  """
+  names = record["config"]["pool"]
+  for epoch in record.get("phase1", {}).get("history", []):
+    if "argmax_counts" in epoch:
+      epoch["activation_counts"] = [dict(zip(names, layer)) for layer in epoch.pop("argmax_counts")]
+  return record
 
 
 def read_settings(out: Path) -> dict[str, Any]:
@@ -627,11 +641,16 @@ def plot_trajectories(path: Path, runs: Sequence[dict], archs: Sequence[str]) ->
     layers = len(seeds[0]["choices"]["argmax"])
     for row, layer in enumerate((0, layers - 1)):
       ax = axes[row][col]
-      for k, name in enumerate(ACTIVATIONS):
+      for name in ACTIVATIONS:
         curves = []
         for run in seeds:
-          history = [e for e in run["phase1"]["history"] if "argmax_counts" in e]
-          curves.append([e["argmax_counts"][layer][k] / sum(e["argmax_counts"][layer]) for e in history])
+          history = [e for e in run["phase1"]["history"] if "activation_counts" in e]
+          curves.append(
+            [
+              e["activation_counts"][layer].get(name, 0) / sum(e["activation_counts"][layer].values())
+              for e in history
+            ]
+          )
         ax.plot(range(1, len(curves[0]) + 1), np.mean(curves, axis=0), marker=".", label=name)
       ax.set_title(f"{arch}: layer {layer + 1}/{layers}", fontsize=8)
       ax.xaxis.get_major_locator().set_params(integer=True)

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
 import smartmixed_jax as sm
+from smartmixed_jax import engine
 from smartmixed_jax.artifacts import write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -95,54 +95,7 @@ def make_configs(arch: str, preset: str, budget: Budget, seed: int, **overrides)
 
 
 # ----------------------------------------------------------------------------
-# One cohort: M same-shaped models, one vmapped program through ``sm.fit``.
-
-
-def train_cohort(
-  params: Any,
-  *,
-  apply: Callable,
-  keys: jax.Array,
-  splits,
-  config: sm.Config,
-  epochs: int,
-  desc: str,
-  progress: bool,
-  devices: int = 1,
-  **kwargs,
-) -> sm.PhaseResult:
-  """Trains the ``len(keys)`` models stacked in ``params`` with the config's optimizer and loss.
-
-  With ``devices`` > 1 the models are split over the largest number of them
-  that divides the cohort (each device trains its models; no communication).
-  """
-  steps = math.ceil(splits["train"][0].shape[0] / config.batch_size)
-  return sm.fit(
-    params, apply=apply, optimizer=config.optimizer(epochs * steps), splits=splits, epochs=epochs,
-    key=keys, models=len(keys), batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-    loss_fn=config.loss_fn, mesh=models_mesh(len(keys), devices),
-    stop_on_nonfinite=False, name=desc, progress=progress, **kwargs,
-  )  # fmt: skip
-
-
-def models_mesh(models: int, devices: int) -> Optional[jax.sharding.Mesh]:
-  """A ``("models",)`` mesh over the most devices (at most ``devices``) that ``models`` splits over evenly."""
-  used = max(d for d in range(1, min(devices, models) + 1) if models % d == 0)
-  return None if used == 1 else jax.sharding.Mesh(np.array(jax.devices()[:used]), ("models",))
-
-
-# ----------------------------------------------------------------------------
-# SmartMixed and the baselines of one architecture.
-
-
-def _seed_keys(seeds: Sequence[int]) -> dict[str, jax.Array]:
-  """Per seed, the keys ``train_and_evaluate`` derives: init, phase1, reinit, phase2."""
-  split = jnp.stack([jax.random.split(jax.random.key(s), 4) for s in seeds])
-  return dict(zip(("init", "phase1", "reinit", "phase2"), split.T))
-
-
-def _layer_keys(keys: jax.Array, layer: int) -> jax.Array:
-  return jax.vmap(lambda key: jax.random.fold_in(key, layer))(keys)
+# SmartMixed and the baselines of one architecture, each a cohort through the library's engine.
 
 
 def _counts(per_neuron: Sequence[np.ndarray], k: int) -> list[list[int]]:
@@ -172,116 +125,43 @@ def run_smartmixed(
   variants of a seed share its Phase 2 data order.
   """
   config = make(arch, seed=seeds[0])
-  pool, k = config.pool, len(config.pool)
-  keys = _seed_keys(seeds)
-  sizes = config.layer_sizes
-  params = jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["init"])
-  clip = config.clip_activations
-
-  def selective(p, x, key, step):
-    return sm.apply_selective(p, x, key, temperature=config.temperature, clip=clip)
-
-  def hard(p, x, key, step):
-    return sm.apply_hard(p, x, clip=clip)
-
-  def sampled(p, key):
-    return [jax.nn.one_hot(c, k, dtype=jnp.int32) for c in sm.sample_choices(p, key)]
-
-  def phase1_stats(p, samples, before):
-    samples = jax.device_get(samples)
-    return {
-      "argmax_counts": _counts(sm.choices(p), k),
-      "sample_shares": [(s.sum(0) / s.sum()).round(5).tolist() for s in samples],
-      "selection": sm.selection_diagnostics(p.logits, previous=before.logits, samples=samples),
-    }
-
-  phase1 = train_cohort(
-    params, apply=selective, eval_apply=selective if config.noisy_eval else hard,
-    keys=keys["phase1"], splits=splits, config=config, epochs=config.phase1_epochs, step_stats=sampled,
-    epoch_stats=phase1_stats, desc=f"{arch} phase1", progress=progress,
-    devices=devices,
-  )  # fmt: skip
-  argmax = sm.choices(phase1.best_params)
-  control_keys = jax.vmap(lambda key: jax.random.split(jax.random.fold_in(key, 7)))(keys["reinit"])
-  rules = {
-    "argmax": argmax,
-    "most_frequent": [jnp.argmax(counts, axis=-1) for counts in phase1.last_step_stats],
-    # Controls: the learned choices shuffled within each layer (same proportions), and uniform ones.
-    "shuffled": [
-      jax.vmap(jax.random.permutation)(_layer_keys(control_keys[:, 0], i), c) for i, c in enumerate(argmax)
-    ],
-    "random": [
-      jax.vmap(lambda key, c: jax.random.randint(key, c.shape, 0, k))(_layer_keys(control_keys[:, 1], i), c)
-      for i, c in enumerate(argmax)
-    ],
-  }
-  preset_init = "reinit" if config.reinit_phase2 else "carry"
-  other_init = "carry" if config.reinit_phase2 else "reinit"
+  k = len(config.pool)
+  preset_init = engine.preset_variant(config)[1]
+  other_init = "carry" if preset_init == "reinit" else "reinit"
   variants = [(MAIN_RULE, preset_init)]
   if ablation:
     variants += [("most_frequent", preset_init), (MAIN_RULE, other_init)]
   if controls:
     variants += [("shuffled", preset_init), ("random", preset_init)]
-  weights_only = lambda p: dataclasses.replace(p, logits=())  # noqa: E731
-  inits = {
-    "carry": weights_only(phase1.best_params),
-    "reinit": weights_only(jax.vmap(lambda key: sm.init_mlp(key, sizes, pool=pool))(keys["reinit"])),
-  }
-  cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
   if config.phase2_epochs == 0:  # a selection study: Phase 1 is the object
-    return {seed: _phase1_record(arch, seed, make, phase1, rules, i, k) for i, seed in enumerate(seeds)}
-  phase2 = train_cohort(
-    cat([inits[init] for _, init in variants]),
-    aux=cat([rules[rule] for rule, _ in variants]),  # per-model choices, as data
-    apply=lambda model, x, key, step: sm.apply_choices(model[0], x, model[1]),
-    keys=jnp.concatenate([keys["phase2"]] * len(variants)),
-    splits=splits, config=config, epochs=config.phase2_epochs, desc=f"{arch} phase2", progress=progress,
-    devices=devices,
+    variants = []
+  result = engine.two_phase(
+    config, splits, seeds=seeds, variants=variants, continue_phase1=controls and bool(variants),
+    devices=devices, progress=progress,
   )  # fmt: skip
-  continued = None
-  if controls:  # Phase 1 goes on, unfrozen, on Phase 2's schedule and data order
-    continued = train_cohort(
-      phase1.best_params, apply=selective, eval_apply=selective if config.noisy_eval else hard,
-      keys=keys["phase2"], splits=splits, config=config, epochs=config.phase2_epochs,
-      desc=f"{arch} phase1 continued", progress=progress,
-    devices=devices,
-    )  # fmt: skip
-  seconds = phase1.seconds + phase2.seconds + (continued.seconds if continued else 0.0)
+  main = f"{MAIN_RULE}/{preset_init}" if variants else None
   runs = {}
   for i, seed in enumerate(seeds):
-    per_rule = {rule: [np.asarray(c[i]) for c in rules[rule]] for rule in RULES}
-    agree = [float(np.mean(a == b)) for a, b in zip(per_rule["argmax"], per_rule["most_frequent"])]
-    phase2_runs = {}
-    for v, (rule, init) in enumerate(variants):
-      m = v * len(seeds) + i
-      phase2_runs[f"{rule}/{init}"] = phase2.record(m)
-    main = f"{MAIN_RULE}/{preset_init}"
+    per_rule = {rule: [np.asarray(c[i]) for c in result.choices[rule]] for rule in RULES}
+    phase2 = {
+      f"{rule}/{init}": result.phase2.record(v * len(seeds) + i) for v, (rule, init) in enumerate(variants)
+    }
+    final = phase2[main]["best"] if main else result.phase1.record(i)["best"]
     runs[seed] = {
-      **({"phase1_continued": continued.record(i)} if continued else {}),
+      **({"phase1_continued": result.continued.record(i)} if result.continued else {}),
       "model": "smartmixed",
       "config": make(arch, seed=seed).to_dict(),
-      "phase1": phase1.record(i),
-      "phase2": phase2_runs,
+      "phase1": result.phase1.record(i),
+      "phase2": phase2,
       "main": main,
-      "final": {key: phase2_runs[main]["best"][key] for key in FINAL},
+      "final": {key: final[key] for key in FINAL},
       "choices": {rule: _counts(c, k) for rule, c in per_rule.items()},
-      "rule_agreement": agree,
-      "cohort": {"runs": len(seeds), "seconds": seconds},
+      "rule_agreement": [
+        float(np.mean(a == b)) for a, b in zip(per_rule["argmax"], per_rule["most_frequent"])
+      ],
+      "cohort": {"runs": len(seeds), "seconds": result.seconds},
     }
   return runs
-
-
-def _phase1_record(arch, seed, make, phase1, rules, i, k) -> dict[str, Any]:
-  """The record of a Phase-1-only run: its history with diagnostics, and its choices."""
-  per_rule = {rule: [np.asarray(c[i]) for c in rules[rule]] for rule in RULES}
-  agree = [float(np.mean(a == b)) for a, b in zip(per_rule["argmax"], per_rule["most_frequent"])]
-  record = phase1.record(i)
-  return {
-    "model": "smartmixed", "config": make(arch, seed=seed).to_dict(), "phase1": record, "phase2": {},
-    "main": None, "final": {key: record["best"][key] for key in FINAL},
-    "choices": {rule: _counts(c, k) for rule, c in per_rule.items()}, "rule_agreement": agree,
-    "cohort": {"runs": len(phase1.best_epochs), "seconds": phase1.seconds},
-  }  # fmt: skip
 
 
 def run_baselines(
@@ -293,31 +173,10 @@ def run_baselines(
   progress: bool = True,
   devices: int = 1,
 ) -> dict[tuple[str, int], dict[str, Any]]:
-  """Fixed-activation MLPs, one per ``(activation, seed)`` pair, as one program.
-
-  With a single activation the choices are static and only it runs; with
-  several, each model selects its own from per-model choices.
-  """
+  """Fixed-activation MLPs, one per ``(activation, seed)`` pair, as one program (the same initial
+  weights as SmartMixed's for the same seed)."""
   config = make(arch, seed=pairs[0][1])
-  sizes, pool = config.layer_sizes, config.pool
-  names = sm.pool_names(pool)
-  activations = sorted({act for act, _ in pairs}, key=names.index)
-  init_keys = _seed_keys([seed for _, seed in pairs])["init"]
-  # The same initial weights as SmartMixed's for the same seed.
-  params = jax.vmap(lambda key: dataclasses.replace(sm.init_mlp(key, sizes, pool=pool), logits=()))(init_keys)
-  hidden = sizes[1:-1]
-  if len(activations) == 1:
-    static = [np.full(n, names.index(activations[0])) for n in hidden]
-    apply, aux = (lambda p, x, key, step: sm.apply_choices(p, x, static)), None
-  else:
-    apply = lambda model, x, key, step: sm.apply_choices(model[0], x, model[1])  # noqa: E731
-    aux = [jnp.asarray([[names.index(act)] * n for act, _ in pairs], jnp.int32) for n in hidden]
-  result = train_cohort(
-    params, apply=apply, aux=aux, keys=_seed_keys([s for _, s in pairs])["phase2"], splits=splits,
-    config=config, epochs=config.phase1_epochs + config.phase2_epochs,
-    desc=f"{arch} {'+'.join(activations)}", progress=progress,
-    devices=devices,
-  )  # fmt: skip
+  result = engine.baselines(config, splits, pairs=pairs, devices=devices, progress=progress)
   runs = {}
   for m, (act, seed) in enumerate(pairs):
     record = result.record(m)

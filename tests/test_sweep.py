@@ -196,7 +196,8 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
                                   "random/carry"}  # fmt: skip
   assert smart["phase1_continued"]["epochs"] == 1
   assert set(smart["phase1"]["history"][1]["selection"][0]) >= {"entropy", "p_argmax", "argmax_changed"}
-  assert [len(layer) for layer in smart["phase1"]["history"][1]["argmax_counts"]] == [6, 6]
+  assert [sum(layer.values()) for layer in smart["phase1"]["history"][1]["activation_counts"]] == [256, 128]
+  assert [len(layer) for layer in smart["phase1"]["history"][1]["sample_shares"]] == [6, 6]
   assert [sum(layer) for layer in smart["choices"]["most_frequent"]] == [256, 128]
   assert 0.3 < smart["final"]["test_accuracy"] <= 1 and smart["final"] == {
     k: smart["phase2"]["argmax/carry"]["best"][k] for k in smart["final"]

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import json
-import math
 import os
 import platform
 import sys
@@ -24,13 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from smartmixed_jax._src import loop, rundir
+from smartmixed_jax._src import engine, loop, rundir
 from smartmixed_jax._src.config import Config
 from smartmixed_jax._src.data import Dataset, Split, atomic_write_bytes
-from smartmixed_jax._src.diagnostics import selection_diagnostics
-from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
-from smartmixed_jax._src.mlp import MLPParams, apply_hard, apply_selective, choices, init_mlp, sample_choices
-from smartmixed_jax._src.pool import pool_names
+from smartmixed_jax._src.frozen import FrozenMLP, freeze
+from smartmixed_jax._src.mlp import MLPParams, init_mlp
 from smartmixed_jax._src.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, Stopped
 
 
@@ -112,23 +109,6 @@ def check_memory(config: Config, train_examples: int, eval_examples: int) -> Non
     )
 
 
-def data_parallel_mesh(devices: Optional[int] = None) -> Optional[jax.sharding.Mesh]:
-  """A one-axis ``("data",)`` mesh over the first ``devices`` devices (all if None); None for one device.
-
-  Raises:
-    ValueError: more devices than there are, or fewer than 1.
-  """
-  available = jax.device_count()
-  devices = available if devices is None else devices
-  if isinstance(devices, bool) or not isinstance(devices, int) or not 1 <= devices <= available:
-    raise ValueError(
-      f"devices must be an integer in [1, {available}] (the devices jax sees), got {devices!r}."
-    )
-  if devices == 1:
-    return None
-  return jax.sharding.Mesh(np.array(jax.devices()[:devices]), ("data",))
-
-
 def device_splits(data: Dataset, train_limit: Optional[int] = None) -> dict[str, tuple[jax.Array, jax.Array]]:
   """The splits as device arrays ``{"train", "val", "test"}``, the training set cut to ``train_limit``."""
   train = data.train if train_limit is None else Split(data.train.x[:train_limit], data.train.y[:train_limit])
@@ -136,45 +116,6 @@ def device_splits(data: Dataset, train_limit: Optional[int] = None) -> dict[str,
     name: jax.device_put((split.x, split.y))
     for name, split in (("train", train), ("val", data.validation), ("test", data.test))
   }
-
-
-def temperature_schedule(config: Config, steps: int) -> optax.Schedule:
-  """Phase 1's temperature per step: constant, or geometric from ``temperature`` to ``final_temperature``."""
-  if config.final_temperature is None:
-    return optax.constant_schedule(config.temperature)
-  rate = config.final_temperature / config.temperature
-  return optax.exponential_decay(config.temperature, max(steps, 1), rate, end_value=config.final_temperature)
-
-
-def sampled_activations(params: MLPParams, key: jax.Array) -> list[jax.Array]:
-  """Per layer ``[neurons, k]``: the one-hot activation each neuron drew in a step (summed over an epoch)."""
-  k = len(params.pool)
-  return [jax.nn.one_hot(c, k, dtype=jnp.int32) for c in sample_choices(params, key)]
-
-
-def phase1_stats(params: MLPParams, samples, before: MLPParams) -> dict[str, Any]:
-  """Per hidden layer: argmax counts, and the selection diagnostics of the epoch."""
-  names = pool_names(params.pool)
-  picks = choices(params)
-  counts = [np.bincount(np.asarray(c), minlength=len(names)).tolist() for c in picks]
-  changed = sum(int(np.sum(np.asarray(a) != np.asarray(b))) for a, b in zip(picks, choices(before)))
-  return {
-    "activation_counts": [dict(zip(names, c)) for c in counts],
-    "argmax_changed": round(changed / sum(len(c) for c in picks), 6),  # over all hidden neurons
-    "selection": selection_diagnostics(
-      params.logits, previous=before.logits, samples=None if samples is None else jax.device_get(samples)
-    ),
-  }
-
-
-def settled(patience: int, threshold: float):
-  """The adaptive switch: the argmax share that changed stayed below ``threshold`` for ``patience`` epochs."""
-
-  def stop(state: loop.PhaseState) -> bool:
-    recent = state.histories[0][1:][-patience:]
-    return len(recent) == patience and all(r["argmax_changed"] < threshold for r in recent)
-
-  return stop
 
 
 @dataclasses.dataclass
@@ -301,10 +242,10 @@ def train_and_evaluate(
   if config.batch_size > train_examples:
     raise ValueError(f"batch_size {config.batch_size} exceeds the {train_examples} training examples.")
   check_memory(config, train_examples, len(data.validation.y) + len(data.test.y))
-  mesh = data_parallel_mesh(devices)
+  engine.data_parallel_mesh(devices)  # validates devices before anything is written
   train = functools.partial(
     _train, config, data, train_examples=train_examples, checkpoint_every=checkpoint_every,
-    progress=progress, should_stop=should_stop or (lambda: False), mesh=mesh,
+    progress=progress, should_stop=should_stop or (lambda: False), devices=devices,
   )  # fmt: skip
   if workdir is None:
     if resume:
@@ -370,28 +311,19 @@ def _train(
   checkpoint_every: int,
   progress: bool,
   should_stop: Callable[[], bool],
-  mesh: Optional[jax.sharding.Mesh],
+  devices: Optional[int],
 ) -> RunResult:
-  """The run itself, once everything is validated and the directory is held."""
+  """The run itself, once everything is validated and the directory is held: one model through the engine."""
   splits = device_splits(data, config.train_limit)
-  steps_per_epoch = math.ceil(train_examples / config.batch_size)
-  init_key, phase1_key, reinit_key, phase2_key = jax.random.split(jax.random.key(config.seed), 4)
-  common = dict(
-    splits=splits, batch_size=config.batch_size, eval_batch_size=config.eval_batch_size,
-    loss_fn=config.loss_fn, progress=progress, mesh=mesh,
-  )  # fmt: skip
   phase_of = restored.meta["phase"] if restored else None
   run_meta = {"config": config.to_dict(), "resumes": list(resumes)}
 
-  def checkpointing(phase: str, first_step: int, arrays=None, meta=None):
-    def on_epoch(state: loop.PhaseState, last: bool):
+  def on_epoch(phase: str, first_step: int, arrays: dict[str, Any], meta: dict[str, Any]):
+    def checkpoint(state: loop.PhaseState, last: bool):
       stop = should_stop()
       if store is not None and (last or state.epoch % checkpoint_every == 0 or stop):
-        store.save(
-          first_step + state.epoch,
-          {**state.arrays(), **(arrays or {})},
-          {"phase": phase, **state.meta(), **(meta or {}), **run_meta},
-        )
+        meta_all = {"phase": phase, **state.meta(), **meta, **run_meta}
+        store.save(first_step + state.epoch, {**state.arrays(), **arrays}, meta_all)
       if stop:
         saved = (
           f"; checkpointed in {store.directory}" if store is not None else " (no workdir: nothing saved)"
@@ -400,90 +332,36 @@ def _train(
           f"stopped on request after {phase} epoch {state.epoch}{saved}", checkpointed=store is not None
         )
 
-    return on_epoch
+    return checkpoint
 
-  def resumed(phase: str) -> Optional[loop.PhaseState]:
+  def resume(phase: str) -> Optional[loop.PhaseState]:
     return loop.PhaseState.restore(restored.arrays, restored.meta) if phase_of == phase else None
 
-  @config.compute
-  def frozen_apply(model, x, key, step):
-    return model(x)
-
-  def train_frozen(name, model, epochs, first_step, arrays=None, meta=()):
-    meta, chosen = dict(meta), [c.tolist() for c in model.choices()]  # the frozen structure, for resume
-    return loop.fit(
-      model, apply=frozen_apply, optimizer=config.optimizer(epochs * steps_per_epoch),
-      epochs=epochs, key=phase2_key, name=name, resume=resumed(name),
-      on_epoch=checkpointing(name, first_step, arrays, {"choices": chosen} | meta),
-      **common,
-    )  # fmt: skip
-
-  def finish(result: RunResult) -> RunResult:
-    result.devices = 1 if mesh is None else mesh.size
-    if workdir is not None and jax.process_index() == 0:
-      from smartmixed_jax._src.artifacts import write_run
-
-      write_run(workdir, result)
-    return result
-
-  if config.baseline is not None:
-    model = fixed_mlp(init_key, config.layer_sizes, config.baseline)
-    phase = train_frozen(config.baseline, model, config.phase1_epochs + config.phase2_epochs, 0)
-    return finish(
-      RunResult(config, [phase], phase.best_params, train_examples=train_examples, resumes=list(resumes))
-    )
-
-  temperature = temperature_schedule(config, config.phase1_epochs * steps_per_epoch)
-  clip = config.clip_activations
-
-  @config.compute
-  def selective(params, x, key, step):
-    return apply_selective(params, x, key, temperature=temperature(step), clip=clip)
-
-  @config.compute
-  def hard(params, x, key, step):
-    return apply_hard(params, x, clip=clip)
-
+  phase1 = None
   if phase_of == "phase2":  # Phase 1 finished before the interruption
     saved = restored.meta["phase1"]
     phase1 = loop.PhaseResult(
       "phase1", saved["histories"], saved["best_epochs"], restored.arrays["phase1_best_params"],
       saved["test"], saved["seconds"],
     )  # fmt: skip
+  hooks = engine.Checkpointing(on_epoch=on_epoch, resume=resume, phase1=phase1)
+  train = dict(devices=devices, checkpointing=hooks, progress=progress)
+  if config.baseline is not None:
+    phases = [engine.baselines(config, splits, **train)]
   else:
-    phase1 = loop.fit(
-      init_mlp(init_key, config.layer_sizes, pool=config.pool), apply=selective,
-      eval_apply=selective if config.noisy_eval else hard,
-      optimizer=config.optimizer(config.phase1_epochs * steps_per_epoch),
-      epochs=config.phase1_epochs, key=phase1_key, step_stats=sampled_activations, epoch_stats=phase1_stats,
-      stop_early=settled(config.switch_patience, config.switch_threshold) if config.switch_patience else None,
-      name="phase1",
-      resume=resumed("phase1"), on_epoch=checkpointing("phase1", 0), **common,
-    )  # fmt: skip
-  selected = phase1.best_params
-  if config.reinit_phase2:
-    model = freeze(init_mlp(reinit_key, config.layer_sizes, pool=config.pool), choices=choices(selected))
-  else:
-    model = freeze(selected)
-  phase1_record = {"phase1": {k: getattr(phase1, k) for k in ("histories", "best_epochs", "test", "seconds")}}
-  phase2 = train_frozen(
-    "phase2",
-    model,
-    config.phase2_epochs,
-    config.phase1_epochs,
-    {"phase1_best_params": selected},
-    phase1_record,
-  )
-  return finish(
-    RunResult(
-      config,
-      [phase1, phase2],
-      phase2.best_params,
-      phase1_params=selected,
-      train_examples=train_examples,
-      resumes=list(resumes),
-    )  # fmt: skip
-  )
+    result = engine.two_phase(config, splits, **train)
+    phases = [result.phase1, result.phase2]
+  run = RunResult(
+    config, phases, phases[-1].best_params, phase1_params=None if config.baseline else phases[0].best_params,
+    train_examples=train_examples, resumes=list(resumes),
+  )  # fmt: skip
+  mesh = engine.data_parallel_mesh(devices)
+  run.devices = 1 if mesh is None else mesh.size
+  if workdir is not None and jax.process_index() == 0:
+    from smartmixed_jax._src.artifacts import write_run
+
+    write_run(workdir, run)
+  return run
 
 
 def load_run(run_dir: os.PathLike) -> FrozenMLP:

@@ -1,0 +1,139 @@
+"""The two-phase engine: a sweep's cohort of one trains what ``train_and_evaluate`` trains.
+
+Each training-relevant Config field is changed alone from a small default; the
+field must change the run (so it is not ignored by both), and the sweep's
+cohort of that one seed must reproduce the run epoch by epoch. The data are
+synthetic (a random linear teacher), so the compile dominates and each case
+takes seconds.
+"""
+
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+
+import sweep  # noqa: E402
+
+import smartmixed_jax as sm  # noqa: E402
+from smartmixed_jax import engine  # noqa: E402
+
+ARCH = "24-12"
+LOSSES = ("train_loss", "val_loss")
+METRICS = (*LOSSES, "train_accuracy", "val_accuracy")
+
+
+@pytest.fixture(scope="module")
+def data():
+  """784 features, 10 classes: a noisy prototype per class, learnable in a few epochs."""
+  rng = np.random.default_rng(0)
+  prototypes = rng.uniform(size=(10, 784))
+
+  def split(n):
+    y = rng.integers(0, 10, n)
+    x = 0.3 * prototypes[y] + 0.7 * rng.uniform(size=(n, 784))
+    return sm.Split(x.astype(np.float32), y.astype(np.int32))
+
+  return sm.Dataset(split(384), split(128), split(128), source="synthetic")
+
+
+def make(arch, seed=3, **overrides):
+  values = dict(phase1_epochs=3, phase2_epochs=2, batch_size=64, eval_batch_size=128, seed=seed)
+  return sm.make_config(arch, "recommended", **{**values, **overrides})
+
+
+FIELDS = {
+  "final_temperature": dict(final_temperature=0.05),
+  "temperature": dict(temperature=1.5),
+  "dtype": dict(dtype="bfloat16"),
+  "logits_lr_scale": dict(logits_lr_scale=50.0),
+  "clip_activations": dict(clip_activations=0.2),
+  "schedule": dict(schedule="constant"),
+  "learning_rate": dict(learning_rate=3e-3),
+  "batch_size": dict(batch_size=48),
+  "clip_norm": dict(clip_norm=0.01),
+  "reinit_phase2": dict(reinit_phase2=True),
+  "softmax_output": dict(softmax_output=True),
+  "noisy_eval": dict(noisy_eval=True),
+  "switch": dict(switch_patience=1, switch_threshold=1.0),
+  "train_limit": dict(train_limit=200),
+  "pool": dict(pool=("relu", "tanh", "gelu")),
+  "skip_nonfinite": dict(skip_nonfinite=True),  # changes nothing on finite data; must still reach both
+}
+
+
+def _histories(phases, metrics=METRICS):
+  return [[{k: e[k] for k in metrics if k in e} for e in phase["history"]] for phase in phases]
+
+
+def _run(data, **overrides):
+  summary = sm.train_and_evaluate(make(ARCH, **overrides), data, progress=False).summary()
+  return summary, _histories(summary["phases"].values())
+
+
+@pytest.fixture(scope="module")
+def default_run(data):
+  return _run(data)
+
+
+@pytest.mark.parametrize("field", FIELDS)
+def test_a_cohort_of_one_trains_what_the_run_trains(field, data, default_run):
+  overrides = FIELDS[field]
+  summary, run = _run(data, **overrides)
+  if field != "skip_nonfinite":
+    assert run != default_run[1], f"{field} changed nothing: the test could not tell it is ignored"
+  limit = overrides.get("train_limit")
+  splits = sm.device_splits(data, limit)
+  cohort = sweep.run_smartmixed(
+    ARCH, [3], lambda arch, **kw: make(arch, **{**overrides, **kw}), splits, ablation=False,
+    controls=False, progress=False,
+  )[3]  # fmt: skip
+  assert cohort["config"] == summary["config"]
+  # Phase 1 is the same program, vmapped over one model; Phase 2 computes the frozen, grouped network
+  # with its choices as data, which permutes no neurons: the same function up to float round-off.
+  # In bfloat16 that round-off is ~1e-3 and moves single examples across the argmax: losses only.
+  metrics, rtol = (LOSSES, 1e-2) if field == "dtype" else (METRICS, 2e-5)
+  together = _histories([cohort["phase1"], cohort["phase2"][cohort["main"]]], metrics)
+  chex.assert_trees_all_close(together, _histories(summary["phases"].values(), metrics), rtol=rtol, atol=2e-5)
+  assert [len(h) for h in together] == [len(h) for h in run]
+  names = summary["config"]["pool"]
+  counts = [{n: c for n, c in zip(names, layer) if c} for layer in cohort["choices"]["argmax"]]
+  if field != "dtype":
+    assert counts == summary["activation_counts"]
+  else:  # a logit tie within bfloat16's round-off may flip one neuron's argmax
+    for ours, theirs in zip(counts, summary["activation_counts"]):
+      assert sum(abs(ours.get(n, 0) - theirs.get(n, 0)) for n in names) <= 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_baseline_cohort_of_one_trains_what_the_baseline_run_trains(data, dtype):
+  config = make(ARCH, baseline="tanh", dtype=dtype)
+  alone = sm.train_and_evaluate(config, data, progress=False).summary()["phases"]["tanh"]
+  splits = sm.device_splits(data)
+  cohort = engine.baselines(config, splits, pairs=[("tanh", 3)], progress=False).record(0)
+  metrics, rtol = (LOSSES, 1e-3) if dtype == "bfloat16" else (METRICS, 1e-5)
+  chex.assert_trees_all_close(
+    _histories([cohort], metrics), _histories([alone], metrics), rtol=rtol, atol=1e-5
+  )
+
+
+def test_run_keys_are_one_derivation_for_runs_and_cohorts():
+  one, many = engine.run_keys(5), engine.run_keys([4, 5])
+  for a, b in zip(one, many):
+    np.testing.assert_array_equal(jax.random.key_data(a), jax.random.key_data(b[1]))
+
+
+def test_variants_and_cohort_options_are_checked(data):
+  splits = sm.device_splits(data)
+  with pytest.raises(ValueError, match="Unknown Phase 2 variant"):
+    engine.two_phase(make(ARCH), splits, seeds=[0], variants=[("median", "carry")])
+  with pytest.raises(ValueError, match="One model trains one Phase 2 variant"):
+    engine.two_phase(make(ARCH), splits, variants=[("argmax", "carry"), ("random", "carry")])
+  with pytest.raises(ValueError, match="not in the pool"):
+    engine.baselines(make(ARCH), splits, pairs=[("gelu", 0)])
+  with pytest.raises(ValueError, match="names no activation"):
+    engine.baselines(make(ARCH), splits)

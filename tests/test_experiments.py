@@ -1,0 +1,43 @@
+"""Every experiment entry point runs: tiny versions of the benchmark and the Fashion-MNIST study.
+
+The sweep, its report and the adaptive-switch study have their own tiny runs in test_sweep.py.
+"""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+
+import benchmark  # noqa: E402
+import fashion_mnist  # noqa: E402
+
+
+def test_benchmark_smoke_measures_every_variant_side_by_side(capsys):
+  report = benchmark.main(["--smoke"])
+  (shape,) = report["shapes"]
+  assert set(shape["seconds"]) == {
+    "relu_step", "phase1_step", "naive_phase1_step", "phase2_step", "relu_inference", "elu_inference",
+    "frozen_inference", "gather_scatter_inference", "slice_concat_inference",
+  }  # fmt: skip
+  assert all(0 < s < 1 for s in shape["seconds"].values())
+  assert all(math.isfinite(r) and r > 0 for r in shape["ratios"].values())
+  assert shape["bytes"]["naive_phase1_peak_memory"] >= shape["bytes"]["relu_peak_memory"] > 0
+  assert "phase1_step / relu_step" in capsys.readouterr().out
+
+
+def test_fashion_mnist_smoke_writes_its_report(tmp_path):
+  if not Path("/usr/share/datasets/fashion-mnist").is_dir():
+    pytest.skip("Debian's dataset-fashion-mnist is not installed (make installs it as root)")
+  fashion_mnist.main(["--smoke", "--out", str(tmp_path)])
+  saved = json.loads((tmp_path / "results.json").read_text())
+  assert [r["seed"] for r in saved["cnn"]] == [0]
+  assert {r["model"] for r in saved["mlp"]} == {"smartmixed", "relu", "sigmoid", "tanh", "leaky_relu", "elu",
+                                                "selu"}  # fmt: skip
+  assert all(0 < r["test_accuracy"] <= 1 for r in saved["mlp"])
+  assert [saved["cnn"][0][phase]["epochs"] for phase in ("phase1", "phase2", "relu")] == [1, 1, 2]
+  text = (tmp_path / "REPORT.md").read_text()
+  assert "| 32 |" in text and (tmp_path / "cnn_activation_shares.png").stat().st_size > 1000
