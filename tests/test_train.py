@@ -133,6 +133,13 @@ def test_presets():
   assert len(sm.ARCHITECTURES) == 18
 
 
+def test_an_override_of_none_is_taken_as_given():
+  assert sm.make_config("8", "paper", clip_activations=None).clip_activations is None  # clipping off
+  assert sm.make_config("8", "paper", final_temperature=None).final_temperature is None
+  with pytest.raises(ValueError, match="learning_rate must be a finite number > 0, got None"):
+    sm.make_config("8", learning_rate=None)
+
+
 def test_logits_lr_scale_moves_only_the_logits_faster():
   """Adam's first step moves every parameter by about lr; the logits by S * lr."""
   params = sm.init_mlp(jax.random.key(0), (8, 16, 4))

@@ -419,7 +419,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
       _join_processes(args)  # first: the pool checks below already use a device
       if args.command == "demo":
-        config = make_config(**DEMO, dataset=args.dataset)
+        config = make_config(**DEMO, dataset=args.dataset or "mnist")
         _check_demo_dir(args.out, config)
         args.overwrite, args.resume = True, None
       elif args.resume is not None:
@@ -432,11 +432,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       else:
         if args.out is None:
           raise ValueError("train needs --out DIR (or --resume DIR).")
-        overrides = {name: getattr(args, name) for name in OVERRIDES}
-        config = make_config(
-          args.arch or "medium_5layer", args.preset or "recommended", **overrides,
-          skip_nonfinite=args.skip_nonfinite or None,
-        )  # fmt: skip
+        given = {name: getattr(args, name) for name in OVERRIDES} | {
+          "skip_nonfinite": args.skip_nonfinite or None
+        }
+        overrides = {name: value for name, value in given.items() if value is not None}  # flags not given
+        config = make_config(args.arch or "medium_5layer", args.preset or "recommended", **overrides)
         _check_out_dir(args.out, overwrite=args.overwrite)
       if args.checkpoint_every < 1 or args.keep < 1:
         raise ValueError(

@@ -280,15 +280,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 def make_config(arch: str = "medium_5layer", preset: str = "recommended", **overrides) -> Config:
   """A :class:`Config` from an architecture, a preset name and overrides.
 
-  Overrides that are ``None`` are ignored, so command-line defaults can pass
-  through.
+  Every override is taken as given, ``None`` included: ``clip_activations=None``
+  turns the paper preset's activation clipping off.
 
   Example:
     >>> make_config("512-256", "paper", phase2_epochs=10).learning_rate
     0.0001
+    >>> print(make_config("512-256", "paper", clip_activations=None).clip_activations)
+    None
   """
   if preset not in PRESETS:
     raise ValueError(f"Unknown preset {preset!r}; valid presets are {list(PRESETS)}.")
-  values = dict(PRESETS[preset])
-  values.update({k: v for k, v in overrides.items() if v is not None})
-  return Config(hidden=parse_architecture(arch), arch=arch, **values)
+  return Config(hidden=parse_architecture(arch), arch=arch, **{**PRESETS[preset], **overrides})
