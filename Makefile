@@ -26,8 +26,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: $(VENV)/.installed
 	$(VENV)/bin/smartmixed demo
 
+# One pytest worker per core (pytest-xdist); the slow tests are spread by work stealing.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 # The paper's 18-architecture study at the quick budget (~35 min on 2 CPU cores).
 sweep: $(VENV)/.installed

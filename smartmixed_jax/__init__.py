@@ -10,8 +10,6 @@ hold drop-in activation layers; import them explicitly (they need flax).
 Everything under ``smartmixed_jax._src`` is private.
 """
 
-__version__ = "0.2.0"
-
 from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, Config, make_config
 from smartmixed_jax._src.data import DataError, Dataset, Split, load_dataset, load_mnist
 from smartmixed_jax._src.diagnostics import selection_diagnostics
@@ -42,6 +40,7 @@ from smartmixed_jax._src.pool import ACTIVATIONS, DEFAULT_POOL, Pool, pool_names
 from smartmixed_jax._src.run import RunResult, device_splits, load_run, train_and_evaluate
 from smartmixed_jax._src.rundir import RunBusyError, Stopped
 from smartmixed_jax._src.selection import gumbel_straight_through, mix
+from smartmixed_jax._src.version import __version__ as __version__
 
 __all__ = [
   # The pool.

@@ -14,8 +14,7 @@ from smartmixed_jax._src.artifacts import (
   save_figure,
   write_run,
 )
-from smartmixed_jax._src.data import atomic_write_bytes
-from smartmixed_jax._src.run import write_json
+from smartmixed_jax._src.files import atomic_write_bytes, write_json
 
 __all__ = [
   "atomic_write_bytes",

@@ -19,9 +19,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smartmixed_jax._src.data import atomic_write_bytes
+from smartmixed_jax._src.files import atomic_write_bytes, write_json
 from smartmixed_jax._src.pool import pool_names
-from smartmixed_jax._src.run import write_json
 from smartmixed_jax._src.rundir import RESULTS_FILE
 
 if TYPE_CHECKING:

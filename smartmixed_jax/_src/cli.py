@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     allow_abbrev=False,
     description="SmartMixed: per-neuron activation selection, then a frozen mixed network.",
   )
-  from smartmixed_jax import __version__
+  from smartmixed_jax._src.version import __version__
 
   parser.add_argument("--version", action="version", version=f"smartmixed_jax {__version__}")
   sub = parser.add_subparsers(dest="command", required=True)
@@ -200,8 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _export(args: argparse.Namespace) -> None:
-  from smartmixed_jax._src.data import atomic_write_bytes
   from smartmixed_jax._src.export import export_model
+  from smartmixed_jax._src.files import atomic_write_bytes
   from smartmixed_jax._src.run import load_run
 
   platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]

@@ -32,6 +32,8 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from smartmixed_jax._src.files import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 IDX_SHA256 = {
@@ -104,21 +106,6 @@ def default_cache_dir() -> Path:
     return Path(os.environ[CACHE_ENV])
   base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
   return Path(base) / "smartmixed_jax"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-  """Writes ``data`` to ``path`` so that a crash never leaves a partial file."""
-  path.parent.mkdir(parents=True, exist_ok=True)
-  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  try:
-    with open(tmp, "wb") as f:
-      f.write(data)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:  # disk full, read-only, interrupted: leave no temp file behind
-    tmp.unlink(missing_ok=True)
-    raise
 
 
 # ----------------------------------------------------------------------------

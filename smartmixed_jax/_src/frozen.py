@@ -47,8 +47,11 @@ class FrozenMLP:
     pool: the activations the segments name.
 
   Example:
-    >>> model = freeze(init_mlp(jax.random.key(0), (4, 8, 3)))
-    >>> grads = jax.grad(lambda m: m(jnp.ones((2, 4))).sum())(model)   # a FrozenMLP of gradients
+    >>> import jax, jax.numpy as jnp, smartmixed_jax as sm
+    >>> model = sm.freeze(sm.init_mlp(jax.random.key(0), (4, 8, 3)))
+    >>> grads = jax.grad(lambda m: m(jnp.ones((2, 4))).sum())(model)
+    >>> type(grads).__name__, grads.layers[0].w.shape
+    ('FrozenMLP', (4, 8))
   """
 
   layers: tuple[mlp.Dense, ...]
@@ -110,10 +113,11 @@ def freeze(params: mlp.MLPParams, *, choices: Optional[Sequence[jax.Array]] = No
       non-finite logits (their argmax would be meaningless).
 
   Example:
-    >>> params = init_mlp(jax.random.key(0), (4, 8, 3))
-    >>> model = freeze(params)
+    >>> import jax, jax.numpy as jnp, smartmixed_jax as sm
+    >>> params = sm.init_mlp(jax.random.key(0), (4, 8, 3))
+    >>> model = sm.freeze(params)
     >>> x = jnp.ones((2, 4))
-    >>> bool(jnp.allclose(model(x), apply_hard(params, x), atol=1e-6))
+    >>> bool(jnp.allclose(model(x), sm.apply_hard(params, x), atol=1e-6))
     True
   """
   mlp.check_params(params, need_logits=choices is None)

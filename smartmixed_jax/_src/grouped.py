@@ -73,7 +73,8 @@ def fixed_activation(x: jax.Array, choices: Sequence[int] | jax.Array, *, pool: 
     ``[..., features]`` activations, in ``x``'s dtype.
 
   Example:
-    >>> fixed_activation(jnp.array([-1.0, -1.0]), (0, 2), pool=("relu", "sigmoid", "tanh")).round(3).tolist()
+    >>> y = fixed_activation(jnp.array([-1.0, -1.0]), (0, 2), pool=("relu", "sigmoid", "tanh"))
+    >>> [round(v, 3) for v in y.tolist()]
     [0.0, -0.762]
   """
   names = pool_names(pool)

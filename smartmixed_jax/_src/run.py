@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
-import json
 import os
 import platform
 import sys
@@ -24,22 +23,18 @@ import numpy as np
 import optax
 
 from smartmixed_jax._src import engine, loop, rundir
+from smartmixed_jax._src.artifacts import write_run
 from smartmixed_jax._src.config import Config
-from smartmixed_jax._src.data import Dataset, Split, atomic_write_bytes
+from smartmixed_jax._src.data import Dataset, Split
+from smartmixed_jax._src.files import write_json
 from smartmixed_jax._src.frozen import FrozenMLP, freeze
 from smartmixed_jax._src.mlp import MLPParams, init_mlp
 from smartmixed_jax._src.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, Stopped
-
-
-def write_json(path: os.PathLike, payload: Any) -> None:
-  """Writes ``payload`` as JSON, atomically."""
-  atomic_write_bytes(Path(path), json.dumps(payload, indent=1).encode())
+from smartmixed_jax._src.version import __version__
 
 
 def environment() -> dict[str, Any]:
   """Versions and hardware a result was obtained with."""
-  from smartmixed_jax import __version__
-
   return {
     "smartmixed_jax": __version__,
     "jax": jax.__version__,
@@ -358,8 +353,6 @@ def _train(
   mesh = engine.data_parallel_mesh(devices)
   run.devices = 1 if mesh is None else mesh.size
   if workdir is not None and jax.process_index() == 0:
-    from smartmixed_jax._src.artifacts import write_run
-
     write_run(workdir, run)
   return run
 
