@@ -30,7 +30,8 @@ import smartmixed_jax as sm
 from smartmixed_jax.artifacts import atomic_write_bytes, pyplot, save_figure, write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import Stat, markdown_table  # noqa: E402
+from report import markdown_table  # noqa: E402
+from stats import Stat  # noqa: E402
 from sweep import BUDGETS, RESULTS, architecture  # noqa: E402
 
 FIXED = "fixed"

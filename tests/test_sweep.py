@@ -11,12 +11,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
+import records  # noqa: E402
 import report  # noqa: E402
+import stats  # noqa: E402
 import sweep  # noqa: E402
 
 import smartmixed_jax as sm  # noqa: E402
 
-MODELS = report.MODELS
+MODELS = records.MODELS
 
 
 def _run(arch, model, seed, test, val=None, **extra):
@@ -52,11 +54,11 @@ def _hand_runs():
 
 
 def test_rank_ties_share_the_better_rank():
-  assert report.rank({"a": 0.9, "b": 0.95, "c": 0.9, "d": 0.8}) == {"a": 2, "b": 1, "c": 2, "d": 4}
+  assert stats.rank({"a": 0.9, "b": 0.95, "c": 0.9, "d": 0.8}) == {"a": 2, "b": 1, "c": 2, "d": 4}
 
 
 def test_rankings_of_hand_made_results():
-  ranks = report.rankings(_hand_runs())
+  ranks = stats.rankings(_hand_runs())
   assert ranks["rankings"] == 4 and ranks["archs"] == 2
   models = ranks["models"]
   # smartmixed: ranks 2 (small, seed 0), 3 (tie with tanh behind relu and leaky_relu), 1, 1.
@@ -77,35 +79,35 @@ def test_rankings_of_hand_made_results():
 
 def test_incomplete_architectures_are_not_ranked():
   runs = [r for r in _hand_runs() if not (r["arch"] == "wide_2layer" and r["model"] == "selu")]
-  ranks = report.rankings(runs)
+  ranks = stats.rankings(runs)
   assert ranks["rankings"] == 2 and ranks["archs"] == 1
 
 
 def test_accuracy_table_and_paired_spread():
-  table = report.accuracy_table(_hand_runs())
+  table = stats.accuracy_table(_hand_runs())
   assert list(table) == ["small_3layer", "wide_2layer"]  # the paper's order
   stat = table["small_3layer"]["smartmixed"]
   assert stat.n == 2 and stat.mean == pytest.approx(0.96) and stat.std == pytest.approx(math.sqrt(2) * 0.01)
   assert stat.fmt() == "96.00 ± 1.41"
   # 95% CI with t(0.975, 1 dof) = 12.71: [0.02, 0.021] excludes 0; [0.02, -0.01] does not.
-  narrow = report.Stat([0.02, 0.021])
+  narrow = stats.Stat([0.02, 0.021])
   assert narrow.ci95() == pytest.approx(12.7062 * 0.0005, rel=1e-4) and narrow.excludes_zero()
   assert narrow.fmt_ci() == "+2.05 [+1.41, +2.69]"
-  assert not report.Stat([0.02, -0.01]).excludes_zero() and not report.Stat([0.3]).excludes_zero()
-  assert report.Stat([0.5]).fmt() == "50.00 (n = 1)"
+  assert not stats.Stat([0.02, -0.01]).excludes_zero() and not stats.Stat([0.3]).excludes_zero()
+  assert stats.Stat([0.5]).fmt() == "50.00 (n = 1)"
 
 
 def test_holm_and_paired_counts():
   # Holm: the i-th smallest p (from 0) is compared with 0.05 / (m - i), stopping at the first failure.
-  assert report.holm({"a": 0.01, "b": 0.02, "c": 0.06}) == {"a", "b"}
-  assert report.holm({"a": 0.01, "b": 0.02, "c": 0.04}) == {"a", "b", "c"}
-  assert report.holm({"a": 0.03, "b": 0.03}) == set()  # 0.03 > 0.05 / 2
-  assert report.paired_p([0.01, 0.01, 0.01]) == 0.0 and report.paired_p([0.0, 0.0]) == 1.0
-  assert report.paired_p([0.01, 0.02, 0.03]) == pytest.approx(0.0742, abs=1e-3)
+  assert stats.holm({"a": 0.01, "b": 0.02, "c": 0.06}) == {"a", "b"}
+  assert stats.holm({"a": 0.01, "b": 0.02, "c": 0.04}) == {"a", "b", "c"}
+  assert stats.holm({"a": 0.03, "b": 0.03}) == set()  # 0.03 > 0.05 / 2
+  assert stats.paired_p([0.01, 0.01, 0.01]) == 0.0 and stats.paired_p([0.0, 0.0]) == 1.0
+  assert stats.paired_p([0.01, 0.02, 0.03]) == pytest.approx(0.0742, abs=1e-3)
 
 
 def test_friedman_on_hand_made_results():
-  fr = report.friedman(_hand_runs(), report.MODELS)
+  fr = stats.friedman(_hand_runs(), records.MODELS)
   assert fr["archs"] == 2
   # small_3layer means: leaky 0.975 > smartmixed = relu 0.96 (both rank 2.5) > tanh > elu > selu > sigmoid.
   assert fr["mean_ranks"]["sigmoid"] == 7.0 and fr["mean_ranks"]["smartmixed"] == pytest.approx((2.5 + 1) / 2)
@@ -121,14 +123,14 @@ def _smart(seed, p1, val=0.97, first=(3, 0, 0, 1, 0, 0)):
 
 def test_phase_gain_and_depth_shares():
   runs = [_smart(0, 0.95), _smart(1, 0.96)]
-  gain = report.paired(runs, report.phase_test("phase2"), report.phase_test("phase1"))
+  gain = stats.paired(runs, stats.phase_test("phase2"), stats.phase_test("phase1"))
   assert gain["all"].mean == pytest.approx(0.025) and gain["all"].n == 2
-  shares, counts = report.depth_shares(runs, bins=3)  # layer centres 1/6, 1/2, 5/6: one bin each
+  shares, counts = stats.depth_shares(runs, bins=3)  # layer centres 1/6, 1/2, 5/6: one bin each
   np.testing.assert_allclose(shares[:, 0], [0.75, 0, 0, 0.25, 0, 0])
   np.testing.assert_allclose(shares[:, 1], [0, 0, 0, 0, 0.5, 0.5])
   np.testing.assert_allclose(shares[:, 2], [0, 0, 0, 0, 0, 1])
   assert counts.tolist() == [2, 2, 2]
-  early = report.first_last_shares(runs, report.EARLY)
+  early = stats.first_last_shares(runs, records.EARLY)
   assert early["first"].mean == pytest.approx(1.0) and early["last"].mean == 0.0
   assert early["shift"].mean == pytest.approx(1.0) and early["rise"].mean == pytest.approx(-1.0)
 
@@ -144,15 +146,15 @@ def test_phase_gain_and_depth_shares():
   ],
 )
 def test_phase_gain_verdict_judges_direction_and_size(gains, settled, verdict):
-  assert report._gain_verdict(report.Stat(gains), settled).startswith(verdict)
+  assert report._gain_verdict(stats.Stat(gains), settled).startswith(verdict)
 
 
 def test_failed_runs_are_left_out_of_the_preferences():
   runs = [_smart(0, 0.95), _smart(1, 0.96), _smart(2, 0.1, val=0.11, first=(0, 0, 0, 0, 4, 0))]
-  assert [report.failed(r) for r in runs] == [False, False, True]
-  shares, counts = report.depth_shares(runs, bins=3)
+  assert [records.failed(r) for r in runs] == [False, False, True]
+  shares, counts = stats.depth_shares(runs, bins=3)
   assert counts.tolist() == [2, 2, 2] and shares[4, 0] == 0.0  # the failed run's elu layer is not counted
-  assert report.first_last_shares(runs, report.EARLY)["first"].n == 2
+  assert stats.first_last_shares(runs, records.EARLY)["first"].n == 2
 
 
 def test_architecture_by_number_or_name():
@@ -187,9 +189,9 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   archs, seeds = ["simple_2layer", "small_3layer"], [0, 1]
   kwargs = dict(archs=archs, seeds=seeds, budget="tiny", group_baselines=True, progress=False)
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 2 * 7 * 2
-  runs = report.load_runs(tmp_path)
+  runs = records.load_runs(tmp_path)
   assert len(runs) == 28 + 4  # and the random-mixture control of each SmartMixed run
-  assert sum(r["model"] == report.CONTROL for r in runs) == 4
+  assert sum(r["model"] == records.CONTROL for r in runs) == 4
   smart = json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", 1).read_text())
   assert smart["arch_number"] == 4 and smart["config"]["seed"] == 1 and smart["config"]["train_limit"] == 512
   assert set(smart["phase2"]) == {"argmax/carry", "most_frequent/carry", "argmax/reinit", "shuffled/carry",
@@ -222,9 +224,9 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
     and "--baselines-from" in vtext
     and "| simple_2layer |" not in vtext
   )
-  assert report.rankings(report.load_runs(variant))["rankings"] == 2  # baselines came from the reference
-  own = [r for r in report.load_runs(variant) if not r.get("borrowed")]
-  assert report.compute_seconds(report.load_runs(variant)) == report.compute_seconds(own) > 0
+  assert stats.rankings(records.load_runs(variant))["rankings"] == 2  # baselines came from the reference
+  own = [r for r in records.load_runs(variant) if not r.get("borrowed")]
+  assert stats.compute_seconds(records.load_runs(variant)) == stats.compute_seconds(own) > 0
   with pytest.raises(SystemExit, match="phase1_epochs: 1 there, 2 here"):
     sweep.sweep(tmp_path / "other", mnist, **dict(vargs, budget="tiny2"))
 
@@ -266,7 +268,7 @@ def test_selection_study_trains_phase1_only_and_reports_it(mnist, tmp_path, monk
     assert part in text, part
   # Phase 1's accuracy at each seed's selected epoch, evaluated with the argmax (the recommended preset).
   runs = [json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", s).read_text()) for s in (0, 1)]
-  test = report.Stat(r["phase1"]["best"]["test_accuracy"] for r in runs).fmt()
+  test = stats.Stat(r["phase1"]["best"]["test_accuracy"] for r in runs).fmt()
   epochs = ", ".join(str(r["phase1"]["best"]["epoch"]) for r in runs)
   assert "| train, sampled | val, argmax | test, argmax |" in text
   assert f"| small_3layer | {epochs} |" in text
