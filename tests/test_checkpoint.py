@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 from _results import without_timings
 
@@ -105,6 +107,31 @@ def test_divergence_in_the_cli_exits_non_zero(tmp_path, mnist_cache, capsys):
   assert code == 3
   err = capsys.readouterr().err
   assert "training diverged at epoch 1, step" in err and "--skip-nonfinite" in err
+
+
+def test_skip_nonfinite_skips_exactly_the_bad_steps():
+  """One poisoned training example: the one step a epoch that holds it is skipped, and recorded."""
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(64, 4)).astype(np.float32), rng.integers(0, 3, 64).astype(np.int32)
+  x[5, 0] = np.nan
+  held_out = (x[6:], y[6:])
+  splits = {"train": (x, y), "val": held_out, "test": held_out}
+  model = sm.fixed_mlp(jax.random.key(0), (4, 8, 3), "relu")
+
+  def fit(skip):
+    return sm.fit(
+      model, apply=lambda m, x, key, step: m(x), optimizer=sm.make_optimizer(1e-2, 1.0, skip_nonfinite=skip),
+      splits=splits, epochs=3, key=jax.random.key(1), batch_size=16, progress=False,
+    )  # fmt: skip
+
+  result = fit(skip=True)
+  epochs = result.histories[0][1:]
+  assert [e["skipped_steps"] for e in epochs] == [1, 1, 1]  # of 4 steps an epoch
+  assert all(np.isfinite(e["train_loss"]) for e in epochs) and result.best_epochs == [3]
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(result.best_params))
+  assert epochs[-1]["val_loss"] < result.histories[0][0]["val_loss"]  # the other steps learned
+  with pytest.raises(sm.NonFiniteError, match=r"diverged at epoch 1, step \d of 4"):
+    fit(skip=False)
 
 
 def test_skip_nonfinite_skips_the_bad_steps_and_stops_when_all_are_skipped(mnist):
