@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from tqdm.auto import tqdm
 
-import smartmixed_jax as sm
+from smartmixed_jax import app
 from smartmixed_jax.artifacts import atomic_write_bytes, pyplot, save_figure, write_json
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -48,9 +48,9 @@ def record_path(out: Path, arch: str, scale: float, switch: str, seed: int) -> P
 
 def make_config(
   arch: str, scale: float, seed: int, patience: Optional[int], threshold: float, budget: str = "medium"
-) -> sm.Config:
+) -> app.Config:
   plan = BUDGETS[budget]
-  return sm.make_config(
+  return app.make_config(
     arch, "recommended", phase1_epochs=plan.phase1_epochs, phase2_epochs=plan.phase2_epochs,
     train_limit=plan.train_limit, seed=seed, logits_lr_scale=scale, switch_patience=patience,
     switch_threshold=threshold,
@@ -59,7 +59,7 @@ def make_config(
 
 def run_all(
   out: Path,
-  data: sm.Dataset,
+  data: app.Dataset,
   *,
   archs: Sequence[str],
   scales: Sequence[float],
@@ -81,7 +81,8 @@ def run_all(
   ]
   bar = tqdm(todo, desc="adaptive switch", unit="run", disable=not progress or None)
   for arch, scale, seed, (k, threshold) in bar:
-    result = sm.train_and_evaluate(make_config(arch, scale, seed, k, threshold, budget), data, progress=False)
+    config = make_config(arch, scale, seed, k, threshold, budget)
+    result = app.train_and_evaluate(config, data, progress=False)
     record = {"arch": arch, "budget": budget, **result.summary()}
     write_json(record_path(out, arch, scale, switch_name(k, threshold), seed), record)
   return len(todo)
@@ -225,7 +226,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         make_config(archs[0], scale, args.seeds[0], args.patience, threshold, args.budget)
   except ValueError as e:
     parser.error(str(e))
-  data = sm.load_mnist(args.data_dir)
+  data = app.load_mnist(args.data_dir)
   run_all(
     args.out, data, archs=archs, scales=args.logits_lr_scales, seeds=args.seeds, patience=args.patience,
     thresholds=args.thresholds, budget=args.budget, progress=args.progress,

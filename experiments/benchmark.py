@@ -31,9 +31,10 @@ import numpy as np
 import optax
 
 import smartmixed_jax as sm
+from smartmixed_jax import app
 
 SHAPES = {
-  "medium_5layer": dict(layer_sizes=(784, *sm.ARCHITECTURES["medium_5layer"], 10), batch=128),
+  "medium_5layer": dict(layer_sizes=(784, *app.ARCHITECTURES["medium_5layer"], 10), batch=128),
   "wide_4x1024": dict(layer_sizes=(784, 1024, 1024, 1024, 1024, 10), batch=1024),
 }
 SMOKE_SHAPES = {"tiny": dict(layer_sizes=(784, 32, 16, 10), batch=64)}
@@ -225,7 +226,7 @@ def bench_shape(name, layer_sizes, batch, dtype, *, rounds, min_seconds):
 def bench_freeze_compile(batch=128, *, arch="wide_14layer", repeats=5):
   """Wall time to freeze an architecture and compile its forward pass
   (median of ``repeats``, each after clearing JAX's caches, so a fresh compilation)."""
-  sizes = (784, *sm.ARCHITECTURES[arch], 10)
+  sizes = (784, *app.ARCHITECTURES[arch], 10)
   params = with_random_logits(sm.init_mlp(jax.random.key(0), sizes), jax.random.key(1))
   x = jnp.ones((batch, 784))
   samples = []
@@ -239,8 +240,8 @@ def bench_freeze_compile(batch=128, *, arch="wide_14layer", repeats=5):
 
 def bench_epochs(epochs: int = 3):
   """Whole-epoch wall time on MNIST (54k, batch 128), validation and test included."""
-  data = sm.load_mnist()
-  sizes = (784, *sm.ARCHITECTURES["medium_5layer"], 10)
+  data = app.load_mnist()
+  sizes = (784, *app.ARCHITECTURES["medium_5layer"], 10)
   key = jax.random.key(0)
   optimizer = sm.make_optimizer(1e-3, 1.0)
   params = sm.init_mlp(key, sizes)

@@ -24,6 +24,7 @@ from flax import nnx
 
 import smartmixed_jax as sm
 import smartmixed_jax.nnx as snx
+from smartmixed_jax import app
 from smartmixed_jax.artifacts import plot_activation_shares
 
 OUT = Path(__file__).parent / "results" / "fashion_mnist"
@@ -42,7 +43,7 @@ def make_cnn(seed: int, mixed: bool) -> nnx.Sequential:
   )  # fmt: skip
 
 
-def train(model: nnx.Module, data: sm.Dataset, epochs: int, key: jax.Array, label: str) -> dict:
+def train(model: nnx.Module, data: app.Dataset, epochs: int, key: jax.Array, label: str) -> dict:
   """Adam 1e-3 (cosine), batch 128, through ``sm.fit``; keeps the lowest-validation-loss epoch."""
   model.train()
   graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -58,7 +59,7 @@ def train(model: nnx.Module, data: sm.Dataset, epochs: int, key: jax.Array, labe
 
   steps = -(-len(data.train.y) // 128)
   result = sm.fit(
-    params, apply=apply(graphdef), eval_apply=apply(eval_graphdef), splits=sm.device_splits(data),
+    params, apply=apply(graphdef), eval_apply=apply(eval_graphdef), splits=app.device_splits(data),
     optimizer=sm.make_optimizer(1e-3, 1.0, decay_steps=epochs * steps), epochs=epochs, key=key,
     batch_size=128, eval_batch_size=1000, name=label,
   )  # fmt: skip
@@ -92,9 +93,9 @@ def run_mlps(data, archs, seeds, epochs1, epochs2):
   for arch in archs:
     for seed in seeds:
       for baseline in (None, *sm.DEFAULT_POOL):
-        config = sm.make_config(arch, "recommended", phase1_epochs=epochs1, phase2_epochs=epochs2, seed=seed,
+        config = app.make_config(arch, "recommended", phase1_epochs=epochs1, phase2_epochs=epochs2, seed=seed,
                                 baseline=baseline)  # fmt: skip
-        result = sm.train_and_evaluate(config, data, progress=False)
+        result = app.train_and_evaluate(config, data, progress=False)
         final = result.summary()["final"]
         rows.append({"arch": arch, "seed": seed, "model": baseline or "smartmixed", **final,
                      "counts": result.model.counts() if baseline is None else None})  # fmt: skip
@@ -158,10 +159,10 @@ def rewrite_report(out: Path = OUT) -> None:
   (out / "REPORT.md").write_text(report(saved["cnn"], saved["mlp"], argparse.Namespace(**saved["args"])))
 
 
-def subset(data: sm.Dataset, n: int) -> sm.Dataset:
+def subset(data: app.Dataset, n: int) -> app.Dataset:
   """The first ``n`` examples of every split."""
-  cut = lambda split: sm.Split(split.x[:n], split.y[:n])  # noqa: E731
-  return sm.Dataset(cut(data.train), cut(data.validation), cut(data.test), data.source)
+  cut = lambda split: app.Split(split.x[:n], split.y[:n])  # noqa: E731
+  return app.Dataset(cut(data.train), cut(data.validation), cut(data.test), data.source)
 
 
 def main(argv=None):
@@ -186,7 +187,7 @@ def main(argv=None):
       [0],
     )
   # Offline, the data comes from Debian's dataset-fashion-mnist (installed by `make`).
-  data = sm.load_dataset("fashion_mnist", allow_download=args.download)
+  data = app.load_dataset("fashion_mnist", allow_download=args.download)
   if args.smoke:
     data = subset(data, 512)
   print(f"Fashion-MNIST from {data.source}", flush=True)

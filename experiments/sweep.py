@@ -39,7 +39,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import smartmixed_jax as sm
-from smartmixed_jax import engine
+from smartmixed_jax import app, engine
 from smartmixed_jax.artifacts import write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -70,20 +70,20 @@ BUDGETS = {
 
 def architecture(spec: str) -> str:
   """An architecture name from its name or its number (1-18) in PAPER.md."""
-  names = list(sm.ARCHITECTURES)
+  names = list(app.ARCHITECTURES)
   if spec.isdigit() and 1 <= int(spec) <= len(names):
     return names[int(spec) - 1]
-  if spec in sm.ARCHITECTURES:
+  if spec in app.ARCHITECTURES:
     return spec
   raise ValueError(f"Unknown architecture {spec!r}: give a number 1-{len(names)} or one of {names}.")
 
 
 def arch_number(arch: str) -> int:
-  return list(sm.ARCHITECTURES).index(arch) + 1
+  return list(app.ARCHITECTURES).index(arch) + 1
 
 
-def make_configs(arch: str, preset: str, budget: Budget, seed: int, **overrides) -> sm.Config:
-  return sm.make_config(
+def make_configs(arch: str, preset: str, budget: Budget, seed: int, **overrides) -> app.Config:
+  return app.make_config(
     arch,
     preset,
     phase1_epochs=budget.phase1_epochs,
@@ -106,7 +106,7 @@ def _counts(per_neuron: Sequence[np.ndarray], k: int) -> list[list[int]]:
 def run_smartmixed(
   arch: str,
   seeds: Sequence[int],
-  make: Callable[..., sm.Config],
+  make: Callable[..., app.Config],
   splits: dict[str, tuple[jax.Array, jax.Array]],
   *,
   ablation: bool = True,
@@ -167,7 +167,7 @@ def run_smartmixed(
 def run_baselines(
   arch: str,
   pairs: Sequence[tuple[str, int]],
-  make: Callable[..., sm.Config],
+  make: Callable[..., app.Config],
   splits: dict[str, tuple[jax.Array, jax.Array]],
   *,
   progress: bool = True,
@@ -234,7 +234,7 @@ def check_baselines_from(path: Path, settings: dict[str, Any]) -> None:
 
 def sweep(
   out: Path,
-  data: sm.Dataset,
+  data: app.Dataset,
   *,
   archs: Sequence[str],
   seeds: Sequence[int],
@@ -256,7 +256,7 @@ def sweep(
   """
   plan = BUDGETS[budget]
   make = functools.partial(make_configs, preset=preset, budget=plan, logits_lr_scale=logits_lr_scale)
-  splits = sm.device_splits(data, plan.train_limit)
+  splits = app.device_splits(data, plan.train_limit)
   settings = {
     "budget": budget,
     "preset": preset,
@@ -308,7 +308,7 @@ def sweep(
 
 
 def measure_speedup(
-  data: sm.Dataset, *, archs: Sequence[str], seeds: Sequence[int], budget: str, preset: str
+  data: app.Dataset, *, archs: Sequence[str], seeds: Sequence[int], budget: str, preset: str
 ) -> dict[str, Any]:
   """Wall time of one architecture's whole study (SmartMixed with its Phase 2
   variants and six baselines, every seed) run one model at a time vs vmapped.
@@ -318,7 +318,7 @@ def measure_speedup(
   """
   plan = BUDGETS[budget]
   make = functools.partial(make_configs, preset=preset, budget=plan)
-  splits = sm.device_splits(data, plan.train_limit)
+  splits = app.device_splits(data, plan.train_limit)
   smart = functools.partial(run_smartmixed, make=make, splits=splits, progress=False)
   fixed = functools.partial(run_baselines, make=make, splits=splits, progress=False)
 
@@ -354,7 +354,7 @@ def measure_speedup(
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--budget", choices=list(BUDGETS), default="quick")
-  parser.add_argument("--preset", choices=list(sm.PRESETS), default="recommended")
+  parser.add_argument("--preset", choices=list(app.PRESETS), default="recommended")
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
   parser.add_argument("--archs", nargs="+", default=None, help="numbers 1-18 or names (default: all 18)")
   parser.add_argument(
@@ -402,12 +402,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--no-progress", dest="progress", action="store_false")
   args = parser.parse_args(argv)
   try:
-    archs = [architecture(a) for a in (args.archs or list(sm.ARCHITECTURES))]
+    archs = [architecture(a) for a in (args.archs or list(app.ARCHITECTURES))]
   except ValueError as e:
     parser.error(str(e))
   if len(set(args.seeds)) != len(args.seeds):
     parser.error(f"--seeds has repeats: {args.seeds}")
-  data = sm.load_mnist(args.data_dir)
+  data = app.load_mnist(args.data_dir)
   if args.speedup:
     result = measure_speedup(data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset)
     path = args.out or RESULTS / f"speedup_{args.budget}_{result['backend']}.json"

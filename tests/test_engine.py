@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
 import sweep  # noqa: E402
 
-import smartmixed_jax as sm  # noqa: E402
-from smartmixed_jax import engine  # noqa: E402
+from smartmixed_jax import (
+  app,  # noqa: E402
+  engine,  # noqa: E402
+)
 
 ARCH = "24-12"
 LOSSES = ("train_loss", "val_loss")
@@ -36,14 +38,14 @@ def data():
   def split(n):
     y = rng.integers(0, 10, n)
     x = 0.3 * prototypes[y] + 0.7 * rng.uniform(size=(n, 784))
-    return sm.Split(x.astype(np.float32), y.astype(np.int32))
+    return app.Split(x.astype(np.float32), y.astype(np.int32))
 
-  return sm.Dataset(split(384), split(128), split(128), source="synthetic")
+  return app.Dataset(split(384), split(128), split(128), source="synthetic")
 
 
 def make(arch, seed=3, **overrides):
   values = dict(phase1_epochs=3, phase2_epochs=2, batch_size=64, eval_batch_size=128, seed=seed)
-  return sm.make_config(arch, "recommended", **{**values, **overrides})
+  return app.make_config(arch, "recommended", **{**values, **overrides})
 
 
 FIELDS = {
@@ -71,7 +73,7 @@ def _histories(phases, metrics=METRICS):
 
 
 def _run(data, **overrides):
-  summary = sm.train_and_evaluate(make(ARCH, **overrides), data, progress=False).summary()
+  summary = app.train_and_evaluate(make(ARCH, **overrides), data, progress=False).summary()
   return summary, _histories(summary["phases"].values())
 
 
@@ -87,7 +89,7 @@ def test_a_cohort_of_one_trains_what_the_run_trains(field, data, default_run):
   if field != "skip_nonfinite":
     assert run != default_run[1], f"{field} changed nothing: the test could not tell it is ignored"
   limit = overrides.get("train_limit")
-  splits = sm.device_splits(data, limit)
+  splits = app.device_splits(data, limit)
   cohort = sweep.run_smartmixed(
     ARCH, [3], lambda arch, **kw: make(arch, **{**overrides, **kw}), splits, ablation=False,
     controls=False, progress=False,
@@ -112,8 +114,8 @@ def test_a_cohort_of_one_trains_what_the_run_trains(field, data, default_run):
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_baseline_cohort_of_one_trains_what_the_baseline_run_trains(data, dtype):
   config = make(ARCH, baseline="tanh", dtype=dtype)
-  alone = sm.train_and_evaluate(config, data, progress=False).summary()["phases"]["tanh"]
-  splits = sm.device_splits(data)
+  alone = app.train_and_evaluate(config, data, progress=False).summary()["phases"]["tanh"]
+  splits = app.device_splits(data)
   cohort = engine.baselines(config, splits, pairs=[("tanh", 3)], progress=False).record(0)
   metrics, rtol = (LOSSES, 1e-3) if dtype == "bfloat16" else (METRICS, 1e-5)
   chex.assert_trees_all_close(
@@ -128,7 +130,7 @@ def test_run_keys_are_one_derivation_for_runs_and_cohorts():
 
 
 def test_variants_and_cohort_options_are_checked(data):
-  splits = sm.device_splits(data)
+  splits = app.device_splits(data)
   with pytest.raises(ValueError, match="Unknown Phase 2 variant"):
     engine.two_phase(make(ARCH), splits, seeds=[0], variants=[("median", "carry")])
   with pytest.raises(ValueError, match="One model trains one Phase 2 variant"):

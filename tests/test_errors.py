@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import smartmixed_jax as sm
+from smartmixed_jax import app
 from smartmixed_jax._src import cli
 from smartmixed_jax._src import data as data_lib
 from smartmixed_jax._src.pool import resolve_pool
@@ -18,7 +19,7 @@ def _error(thunk):
   """The message of the error a thunk raises, or of a CLI call's non-zero exit."""
   try:
     result = thunk()
-  except (ValueError, TypeError, sm.DataError) as e:
+  except (ValueError, TypeError, app.DataError) as e:
     return str(e)
   raise AssertionError(f"no error raised (returned {result!r})")
 
@@ -36,14 +37,14 @@ def _cli(*args):
 
 def _tiny_data(mnist, dtype=np.float32, width=784):
   x = mnist.train.x[:500, :width].astype(dtype)
-  return mnist._replace(train=sm.Split(x, mnist.train.y[:500]))
+  return mnist._replace(train=app.Split(x, mnist.train.y[:500]))
 
 
 KEY = jax.random.key(0)
 CASES = [
   (
     "unknown architecture",
-    lambda m, t, c: sm.make_config("wide_99layer"),
+    lambda m, t, c: app.make_config("wide_99layer"),
     r"Unknown architecture 'wide_99layer'.*'simple_2layer'",
   ),
   (
@@ -56,12 +57,12 @@ CASES = [
     lambda m, t, c: sm.init_mlp(KEY, (4, 2, 1), pool=("relu", "swishy")),
     r"Unknown activation 'swishy'; valid names are \[.*'elu'",
   ),
-  ("widths not positive", lambda m, t, c: sm.make_config("512-0-64"), r"'512-0-64'.*positive integers"),
+  ("widths not positive", lambda m, t, c: app.make_config("512-0-64"), r"'512-0-64'.*positive integers"),
   ("widths not integers", lambda m, t, c: sm.init_mlp(KEY, (784, 2.5, 10)), r"positive integers, got 2.5"),
   ("empty layer sizes", lambda m, t, c: sm.init_mlp(KEY, ()), r"at least an input and an output"),
   (
     "negative epochs",
-    lambda m, t, c: sm.make_config(phase2_epochs=-1),
+    lambda m, t, c: app.make_config(phase2_epochs=-1),
     r"phase2_epochs must be an integer >= 0, got -1",
   ),
   (
@@ -71,7 +72,7 @@ CASES = [
   ),
   (
     "temperature zero",
-    lambda m, t, c: sm.make_config(temperature=0.0),
+    lambda m, t, c: app.make_config(temperature=0.0),
     r"temperature must be a finite number > 0, got 0.0",
   ),
   (
@@ -83,7 +84,7 @@ CASES = [
   ),
   (
     "learning rate zero",
-    lambda m, t, c: sm.make_config(learning_rate=0.0),
+    lambda m, t, c: app.make_config(learning_rate=0.0),
     r"learning_rate must be a finite number > 0, got 0.0",
   ),
   (
@@ -93,17 +94,19 @@ CASES = [
   ),
   (
     "batch larger than training set",
-    lambda m, t, c: sm.train_and_evaluate(sm.make_config("8", batch_size=600), _tiny_data(m), progress=False),
+    lambda m, t, c: app.train_and_evaluate(
+      app.make_config("8", batch_size=600), _tiny_data(m), progress=False
+    ),
     r"batch_size 600 exceeds the 500 training examples",
   ),
   (
     "data of the wrong width",
-    lambda m, t, c: sm.train_and_evaluate(sm.make_config("8"), _tiny_data(m, width=100), progress=False),
+    lambda m, t, c: app.train_and_evaluate(app.make_config("8"), _tiny_data(m, width=100), progress=False),
     r"train inputs are float32\[500, 100\].*784\]",
   ),
   (
     "data of the wrong dtype",
-    lambda m, t, c: sm.train_and_evaluate(sm.make_config("8"), _tiny_data(m, np.uint8), progress=False),
+    lambda m, t, c: app.train_and_evaluate(app.make_config("8"), _tiny_data(m, np.uint8), progress=False),
     r"uint8\[500, 784\].*floating point",
   ),
   (
@@ -135,7 +138,7 @@ CASES = [
   ),
   (
     "unknown preset",
-    lambda m, t, c: sm.make_config(preset="fastest"),
+    lambda m, t, c: app.make_config(preset="fastest"),
     r"Unknown preset 'fastest'; valid presets are",
   ),
   (
@@ -173,5 +176,5 @@ def test_data_file_failing_its_checksum(tmp_path, mnist_cache):
   with open(idx / "train-images-idx3-ubyte", "r+b") as f:
     f.seek(5000)
     f.write(b"\xff")
-  with pytest.raises(sm.DataError, match=r"train-images-idx3-ubyte fails its checksum: sha256 [0-9a-f]{64}"):
+  with pytest.raises(app.DataError, match=r"train-images-idx3-ubyte fails its checksum: sha256 [0-9a-f]{64}"):
     data_lib.verify_idx_dir(idx)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import smartmixed_jax as sm
+from smartmixed_jax import app
 from smartmixed_jax._src import cli
 
 # Runs the artifact with jax and numpy only: importing smartmixed_jax fails in this process.
@@ -31,7 +32,7 @@ def test_exported_model_reproduces_the_runs_test_accuracy(tmp_path, mnist, mnist
           "--no-progress", "--out", str(run), "--data-dir", str(mnist_cache)]  # fmt: skip
   assert cli.main(args) == 0
   summary = json.loads((run / "results.json").read_text())
-  model = sm.load_run(run)
+  model = app.load_run(run)
   assert model.counts() == summary["activation_counts"]
   correct = round(summary["final"]["test_accuracy"] * len(mnist.test.y))
   assert int(np.sum(np.argmax(model(mnist.test.x), -1) == mnist.test.y)) == correct
@@ -52,7 +53,7 @@ def test_exported_model_reproduces_the_runs_test_accuracy(tmp_path, mnist, mnist
 
 def test_load_run_and_export_refuse_what_they_cannot_use(tmp_path, capsys):
   with pytest.raises(ValueError, match=r"holds no finished run \(results.json is missing\)"):
-    sm.load_run(tmp_path)
+    app.load_run(tmp_path)
   model = sm.fixed_mlp(__import__("jax").random.key(0), (4, 3, 2), "relu")
   with pytest.raises(
     ValueError, match=r"Unknown platforms \['gpu'\]; choose from \['cpu', 'cuda', 'rocm', 'tpu'\]"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from _results import without_timings
 
-import smartmixed_jax as sm
+from smartmixed_jax import app
 from smartmixed_jax._src import cli
 
 SCRIPT = Path(sys.executable).with_name("smartmixed")
@@ -78,10 +78,10 @@ def data_args(mnist_cache):
 def unfinished_run(tmp_path, mnist, mnist_cache):
   """A SmartMixed run stopped after Phase 1 epoch 2 (checkpointed), as SIGTERM leaves one."""
   out = tmp_path / "unfinished"
-  config = sm.make_config("32", "recommended", phase1_epochs=3, phase2_epochs=2, train_limit=2000, seed=4)
+  config = app.make_config("32", "recommended", phase1_epochs=3, phase2_epochs=2, train_limit=2000, seed=4)
   epochs = iter(range(100))
-  with pytest.raises(sm.Stopped, match="after phase1 epoch 2"):
-    sm.train_and_evaluate(config, mnist, workdir=out, progress=False, should_stop=lambda: next(epochs) == 1)
+  with pytest.raises(app.Stopped, match="after phase1 epoch 2"):
+    app.train_and_evaluate(config, mnist, workdir=out, progress=False, should_stop=lambda: next(epochs) == 1)
   reference = tmp_path / "reference"
   args = ["train", "--arch", "32", "--phase1-epochs", "3", "--phase2-epochs", "2", "--train-limit", "2000",
           "--seed", "4", "--out", reference, "--no-progress", "--data-dir", mnist_cache]  # fmt: skip

@@ -13,13 +13,13 @@ ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX
 SCRIPT = """
 import json, sys
 import jax, numpy as np
-import smartmixed_jax as sm
+from smartmixed_jax import app
 assert jax.device_count() == 4
-data = sm.load_mnist(sys.argv[1])
-config = sm.make_config("64-32", "recommended", phase1_epochs=2, phase2_epochs=1, train_limit=2048, seed=3)
+data = app.load_mnist(sys.argv[1])
+config = app.make_config("64-32", "recommended", phase1_epochs=2, phase2_epochs=1, train_limit=2048, seed=3)
 out = {}
 for devices in (1, 4):
-  summary = sm.train_and_evaluate(config, data, devices=devices, progress=False).summary()
+  summary = app.train_and_evaluate(config, data, devices=devices, progress=False).summary()
   out[devices] = {"final": summary["final"], "counts": summary["activation_counts"],
                   "used": summary["environment"]["devices_used"],
                   "history": [r["val_loss"] for p in summary["phases"].values() for r in p["history"]]}
@@ -44,13 +44,13 @@ def test_four_devices_give_the_single_device_results(mnist_cache):
 def test_devices_out_of_range_is_refused(mnist, tmp_path):
   import pytest
 
-  import smartmixed_jax as sm
+  from smartmixed_jax import app
 
-  config = sm.make_config("16", phase1_epochs=1, phase2_epochs=0, train_limit=500)
+  config = app.make_config("16", phase1_epochs=1, phase2_epochs=0, train_limit=500)
   with pytest.raises(
     ValueError, match=r"devices must be an integer in \[1, 1\] \(the devices jax sees\), got 4"
   ):
-    sm.train_and_evaluate(config, mnist, devices=4, workdir=tmp_path / "run", progress=False)
+    app.train_and_evaluate(config, mnist, devices=4, workdir=tmp_path / "run", progress=False)
   assert not (tmp_path / "run").exists()
 
 
@@ -59,9 +59,9 @@ import json, sys
 from pathlib import Path
 sys.path.insert(0, "experiments")
 import jax, sweep
-import smartmixed_jax as sm
+from smartmixed_jax import app
 sweep.BUDGETS["tiny"] = sweep.Budget(1, 1, 512)
-data = sm.load_mnist(sys.argv[1])
+data = app.load_mnist(sys.argv[1])
 for devices in (1, 4):  # 4 seeds: every cohort splits over all 4 devices
   sweep.sweep(Path(sys.argv[2]) / str(devices), data, archs=["simple_2layer"], seeds=[0, 1, 2, 3],
               budget="tiny", progress=False, devices=devices, ablation=False, controls=False)

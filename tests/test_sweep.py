@@ -16,7 +16,7 @@ import report  # noqa: E402
 import stats  # noqa: E402
 import sweep  # noqa: E402
 
-import smartmixed_jax as sm  # noqa: E402
+from smartmixed_jax import app  # noqa: E402
 
 MODELS = records.MODELS
 
@@ -169,7 +169,7 @@ def test_architecture_by_number_or_name():
 def test_vmapped_cohort_equals_models_trained_alone(mnist):
   """Two seeds as one program, and relu next to elu (choices as data), train as they would alone."""
   make = lambda arch, **kw: sweep.make_configs(arch, "recommended", sweep.Budget(1, 1, 512), **kw)  # noqa: E731
-  splits = sm.device_splits(mnist, 512)
+  splits = app.device_splits(mnist, 512)
   together = sweep.run_baselines(
     "small_3layer", [("relu", 0), ("elu", 0), ("relu", 1)], make, splits, progress=False
   )

@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 import smartmixed_jax as sm
+from smartmixed_jax import app
 
 
 def _tiny(arch="48", **overrides):
   values = dict(phase1_epochs=2, phase2_epochs=2, train_limit=1500, eval_batch_size=1000, seed=1)
   values.update(overrides)
-  return sm.make_config(arch, "recommended", **values)
+  return app.make_config(arch, "recommended", **values)
 
 
 def test_epoch_sees_every_example_once_and_learns():
@@ -38,18 +39,18 @@ def test_epoch_sees_every_example_once_and_learns():
 
 
 def test_training_is_deterministic(mnist):
-  a = sm.train_and_evaluate(_tiny(), mnist, progress=False)
-  b = sm.train_and_evaluate(_tiny(), mnist, progress=False)
+  a = app.train_and_evaluate(_tiny(), mnist, progress=False)
+  b = app.train_and_evaluate(_tiny(), mnist, progress=False)
   chex.assert_trees_all_equal(a.model, b.model)
   assert a.summary()["final"] == b.summary()["final"]
-  c = sm.train_and_evaluate(_tiny(seed=2), mnist, progress=False)
+  c = app.train_and_evaluate(_tiny(seed=2), mnist, progress=False)
   assert a.summary()["final"] != c.summary()["final"]
 
 
 def test_end_to_end_on_real_mnist(mnist):
   """A short real run: well above chance, freeze keeps the function, records complete."""
   config = _tiny("64-32", phase1_epochs=3, phase2_epochs=3, train_limit=3000)
-  result = sm.train_and_evaluate(config, mnist, progress=False)
+  result = app.train_and_evaluate(config, mnist, progress=False)
   phase1, phase2 = result.phases
   assert [p.name for p in result.phases] == ["phase1", "phase2"]
   history1, history2 = phase1.histories[0], phase2.histories[0]
@@ -72,11 +73,11 @@ def test_reference_mode_and_baseline_run(mnist):
   paper = dataclasses.replace(
     paper, softmax_output=True, clip_activations=10.0, noisy_eval=True, reinit_phase2=True
   )
-  result = sm.train_and_evaluate(paper, mnist, progress=False)
+  result = app.train_and_evaluate(paper, mnist, progress=False)
   assert result.phases[1].best()["test_accuracy"] > 0.7  # measured 0.86; chance is 0.10
   # Re-initialised at the switch: Phase 2's start is far from Phase 1's best.
   assert result.phases[1].histories[0][0]["val_accuracy"] < 0.5
-  baseline = sm.train_and_evaluate(_tiny(baseline="elu"), mnist, progress=False)
+  baseline = app.train_and_evaluate(_tiny(baseline="elu"), mnist, progress=False)
   assert [p.name for p in baseline.phases] == ["elu"]
   assert len(baseline.phases[0].histories[0]) == 5
   assert baseline.model.segments == ((("elu", 0, 48),),)
@@ -84,13 +85,13 @@ def test_reference_mode_and_baseline_run(mnist):
 
 def test_batch_larger_than_training_set(mnist):
   with pytest.raises(ValueError, match="batch_size 4096 exceeds the 1500 training examples"):
-    sm.train_and_evaluate(_tiny(batch_size=4096), mnist, progress=False)
+    app.train_and_evaluate(_tiny(batch_size=4096), mnist, progress=False)
 
 
 def test_wrong_data_width(mnist):
-  bad = mnist._replace(train=sm.Split(mnist.train.x[:, :100], mnist.train.y))
+  bad = mnist._replace(train=app.Split(mnist.train.x[:, :100], mnist.train.y))
   with pytest.raises(ValueError, match=r"float32\[54000, 100\].*784\]"):
-    sm.train_and_evaluate(_tiny(), bad, progress=False)
+    app.train_and_evaluate(_tiny(), bad, progress=False)
 
 
 @pytest.mark.parametrize(
@@ -120,24 +121,24 @@ def test_bad_config(overrides, match):
 )
 def test_bad_architecture_or_preset(arch, preset, match):
   with pytest.raises(ValueError, match=match):
-    sm.make_config(arch, preset)
+    app.make_config(arch, preset)
 
 
 def test_presets():
-  paper = sm.make_config("wide_14layer", "paper")
+  paper = app.make_config("wide_14layer", "paper")
   assert (paper.learning_rate, paper.phase1_epochs, paper.phase2_epochs) == (1e-4, 50, 350)
   assert paper.softmax_output and paper.noisy_eval and paper.clip_activations == 10.0
   assert paper.reinit_phase2 and paper.seed == 42
-  assert paper.schedule == "constant" and sm.make_config().schedule == "cosine"
+  assert paper.schedule == "constant" and app.make_config().schedule == "cosine"
   assert paper.layer_sizes == (784, 768, 512, 512, 256, 256, 128, 128, 64, 64, 32, 32, 16, 16, 10)
-  assert len(sm.ARCHITECTURES) == 18
+  assert len(app.ARCHITECTURES) == 18
 
 
 def test_an_override_of_none_is_taken_as_given():
-  assert sm.make_config("8", "paper", clip_activations=None).clip_activations is None  # clipping off
-  assert sm.make_config("8", "paper", final_temperature=None).final_temperature is None
+  assert app.make_config("8", "paper", clip_activations=None).clip_activations is None  # clipping off
+  assert app.make_config("8", "paper", final_temperature=None).final_temperature is None
   with pytest.raises(ValueError, match="learning_rate must be a finite number > 0, got None"):
-    sm.make_config("8", learning_rate=None)
+    app.make_config("8", learning_rate=None)
 
 
 def test_logits_lr_scale_moves_only_the_logits_faster():
@@ -168,12 +169,12 @@ def test_logits_lr_scale_moves_only_the_logits_faster():
 
 def test_configs_written_before_logits_lr_scale_still_load():
   d = _tiny(logits_lr_scale=3.0).to_dict()
-  assert sm.Config.from_dict(d).logits_lr_scale == 3.0
+  assert app.Config.from_dict(d).logits_lr_scale == 3.0
   del d["logits_lr_scale"]
-  assert sm.Config.from_dict(d).logits_lr_scale == 1.0
+  assert app.Config.from_dict(d).logits_lr_scale == 1.0
   del d["seed"]
   with pytest.raises(ValueError, match=r"missing \['seed'\]"):
-    sm.Config.from_dict(d)
+    app.Config.from_dict(d)
 
 
 def test_step_stats_count_the_sampled_activations():
@@ -201,7 +202,7 @@ def test_step_stats_count_the_sampled_activations():
 
 def _with(mnist, split, x=None, y=None):
   old = getattr(mnist, split)
-  return mnist._replace(**{split: sm.Split(old.x if x is None else x, old.y if y is None else y)})
+  return mnist._replace(**{split: app.Split(old.x if x is None else x, old.y if y is None else y)})
 
 
 def _nan_pixel(m):
@@ -226,7 +227,7 @@ def _nan_pixel(m):
 )  # fmt: skip
 def test_bad_data_is_refused_before_training(bad, match, mnist, tmp_path):
   with pytest.raises(ValueError, match=match):
-    sm.train_and_evaluate(_tiny(), bad(mnist), workdir=tmp_path / "run", progress=False)
+    app.train_and_evaluate(_tiny(), bad(mnist), workdir=tmp_path / "run", progress=False)
   assert not (tmp_path / "run").exists()  # a refused run writes nothing
 
 
@@ -259,13 +260,21 @@ def test_nan_logits_are_refused_by_freeze():
 
 def test_bfloat16_compute_trains_and_keeps_float32_state(mnist):
   config = _tiny(dtype="bfloat16")
-  result = sm.train_and_evaluate(config, mnist, progress=False)
+  result = app.train_and_evaluate(config, mnist, progress=False)
   summary = result.summary()
   assert summary["config"]["dtype"] == "bfloat16" and summary["final"]["test_accuracy"] > 0.5
   assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(result.model))  # mixed precision
-  float32 = sm.train_and_evaluate(_tiny(), mnist, progress=False).summary()
+  float32 = app.train_and_evaluate(_tiny(), mnist, progress=False).summary()
   assert abs(summary["final"]["test_accuracy"] - float32["final"]["test_accuracy"]) < 0.05
   with pytest.raises(
     ValueError, match=r"Unknown dtype 'float16'; valid dtypes are \['float32', 'bfloat16'\]"
   ):
     _tiny(dtype="float16")
+
+
+def test_the_application_names_moved_to_app_still_resolve_with_a_warning():
+  with pytest.warns(FutureWarning, match=r"make_config moved to smartmixed_jax.app.make_config"):
+    assert sm.make_config is app.make_config
+  with pytest.raises(AttributeError, match="no attribute 'make_configs'"):
+    sm.make_configs  # noqa: B018
+  assert set(sm.__all__).isdisjoint(app.__all__) and all(hasattr(app, name) for name in app.__all__)
