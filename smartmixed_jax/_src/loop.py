@@ -389,6 +389,89 @@ def _mesh_layout(mesh: jax.sharding.Mesh, models: Optional[int]):
   return NamedSharding(mesh, P(axis)), replicated, None
 
 
+METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+"""What every epoch's record holds for each model (with its timings)."""
+
+
+class _Programs(NamedTuple):
+  """A phase's compiled programs, ``jax.vmap``-ed over the models when they are stacked."""
+
+  epoch: Callable  # (params, opt_state, x, y, key, step, aux) -> (params, opt_state, EpochMetrics)
+  evaluate: Callable  # (params, x, y, key, step, aux) -> Metrics
+  split3: Callable  # key -> three keys
+  finite: Callable  # params -> whether every leaf is finite
+
+
+def _programs(
+  apply, eval_apply, optimizer, *, stacked, batch_size, eval_batch_size, loss_fn, step_stats, batch_sharding
+) -> _Programs:
+  vmap = (lambda f, in_axes: jax.vmap(f, in_axes=in_axes)) if stacked else (lambda f, in_axes: f)
+  epoch = make_train_epoch(
+    apply,
+    optimizer,
+    batch_size=batch_size,
+    loss_fn=loss_fn,
+    step_stats=step_stats,
+    batch_sharding=batch_sharding,
+  )
+  evaluate = make_evaluate(
+    eval_apply, batch_size=eval_batch_size, loss_fn=loss_fn, batch_sharding=batch_sharding
+  )
+  return _Programs(
+    jax.jit(vmap(epoch, (0, 0, None, None, 0, None, 0))),
+    jax.jit(vmap(evaluate, (0, None, None, 0, None, 0))),
+    jax.jit(vmap(lambda k: tuple(jax.random.split(k, 3)), (0,))),
+    jax.jit(functools.partial(_finite, stacked=stacked)),
+  )
+
+
+def _on_mesh(mesh, models, params, key, aux, splits, resume):
+  """Everything laid out on ``mesh`` (see :func:`fit`), and the sharding of each batch."""
+  model_sharding, shared, batch_sharding = _mesh_layout(mesh, models)
+  # Through the host: every process holds the same values, which become one global array.
+  params, key, aux = _place((params, key, aux), model_sharding)
+  if resume is not None:
+    arrays = ("params", "opt_state", "key", "best_params", "best_loss")
+    placed = _place(tuple(getattr(resume, a) for a in arrays), model_sharding)
+    resume = dataclasses.replace(resume, **dict(zip(arrays, placed)))
+  return params, key, aux, _place(splits, shared), resume, batch_sharding
+
+
+def _start(run: _Programs, optimizer, params, key, val_split, aux, *, epochs: int, models: Optional[int]):
+  """Epoch 0: the models before any update, evaluated (a candidate for selection only if ``epochs == 0``)."""
+  key, eval_key, _ = run.split3(key)
+  val = run.evaluate(params, *val_split, eval_key, jnp.int32(0), aux)
+  count = models or 1
+  losses, accs = (np.asarray(a).reshape(count) for a in jax.device_get((val.loss, val.accuracy)))
+  init = jax.jit(optimizer.init if models is None else jax.vmap(optimizer.init))
+  histories = [[{"epoch": 0, "val_loss": _float(v), "val_accuracy": _float(a)}] for v, a in zip(losses, accs)]
+  best_loss = val.loss if epochs == 0 else jnp.full(np.shape(val.loss), jnp.inf)
+  return PhaseState(0, params, init(params), key, params, best_loss, [0] * count, histories, 0.0)
+
+
+def _check_finite(name: str, epoch: int, steps: int, bad_steps, first_bad, ok, stacked: bool) -> None:
+  """The non-finite policy: raise when a model learned nothing in an epoch, or diverged."""
+  for m in range(len(ok)):
+    which = f"model {m}: " if stacked else ""
+    if bad_steps[m] == steps:
+      raise NonFiniteError(
+        f"{name}: {which}every step of epoch {epoch} had a non-finite loss or gradients; nothing was"
+        " learned. Lower the learning rate, or check the data."
+      )
+    if not ok[m]:
+      where = f"step {first_bad[m] + 1} of {steps}" if first_bad[m] >= 0 else "its end"
+      raise NonFiniteError(
+        f"{name}: {which}training diverged at epoch {epoch}, {where}: the loss or the parameters are not"
+        " finite. Lower the learning rate, or skip such steps with skip_nonfinite (--skip-nonfinite)."
+      )
+
+
+def _epoch_record(epoch: int, metrics: dict[str, Any], seconds: dict[str, float], skipped: int) -> dict:
+  """One model's record of ``epoch``: its metrics (None where not finite), timings and skipped steps."""
+  record = {"epoch": epoch, **{k: _float(v) for k, v in metrics.items()}, **seconds}
+  return {**record, **({"skipped_steps": int(skipped)} if skipped else {})}
+
+
 def fit(
   params: Any,
   *,
@@ -462,57 +545,23 @@ def fit(
   from tqdm.auto import tqdm
 
   start = time.perf_counter()
-  stacked = models is not None
-  vmap = (lambda f, in_axes: jax.vmap(f, in_axes=in_axes)) if stacked else (lambda f, in_axes: f)
-  eval_apply = eval_apply or apply
-  train_x = splits["train"][0]
-  steps_per_epoch = math.ceil(train_x.shape[0] / batch_size)
+  stacked, count = models is not None, models or 1
+  steps_per_epoch = math.ceil(splits["train"][0].shape[0] / batch_size)
   batch_sharding = None
   if mesh is not None:
-    model_sharding, shared, batch_sharding = _mesh_layout(mesh, models)
-    # Through the host: every process holds the same values, which become one global array.
-    params, key, aux = _place((params, key, aux), model_sharding)
-    splits = _place(splits, shared)
-    if resume is not None:
-      arrays = ("params", "opt_state", "key", "best_params", "best_loss")
-      placed = _place(tuple(getattr(resume, a) for a in arrays), model_sharding)
-      resume = dataclasses.replace(resume, **dict(zip(arrays, placed)))
-  epoch_fn = make_train_epoch(
-    apply,
-    optimizer,
-    batch_size=batch_size,
-    loss_fn=loss_fn,
-    step_stats=step_stats,
-    batch_sharding=batch_sharding,
-  )
-  eval_fn = make_evaluate(
-    eval_apply, batch_size=eval_batch_size, loss_fn=loss_fn, batch_sharding=batch_sharding
-  )
-  run_epoch = jax.jit(vmap(epoch_fn, (0, 0, None, None, 0, None, 0)))
-  run_eval = jax.jit(vmap(eval_fn, (0, None, None, 0, None, 0)))
-  split3 = jax.jit(vmap(lambda k: tuple(jax.random.split(k, 3)), (0,)))
-  finite = jax.jit(functools.partial(_finite, stacked=stacked))
-  count = models or 1
+    params, key, aux, splits, resume, batch_sharding = _on_mesh(
+      mesh, models, params, key, aux, splits, resume
+    )
+  run = _programs(
+    apply, eval_apply or apply, optimizer, stacked=stacked, batch_size=batch_size,
+    eval_batch_size=eval_batch_size, loss_fn=loss_fn, step_stats=step_stats, batch_sharding=batch_sharding,
+  )  # fmt: skip
   per_model = lambda a: np.asarray(a).reshape(count)  # noqa: E731
+  step_of = lambda epoch: jnp.int32(epoch * steps_per_epoch)  # noqa: E731
+  index = (lambda m: functools.partial(_model, m)) if stacked else (lambda m: lambda tree: tree)  # noqa: E731
 
-  def step_of(epoch):
-    return jnp.int32(epoch * steps_per_epoch)
-
-  if resume is None:
-    key, eval_key, _ = split3(key)
-    val = run_eval(params, *splits["val"], eval_key, step_of(0), aux)
-    losses, accs = (per_model(a) for a in jax.device_get((val.loss, val.accuracy)))
-    state = PhaseState(
-      epoch=0, params=params, opt_state=jax.jit(vmap(optimizer.init, (0,)))(params), key=key,
-      best_params=params, best_loss=val.loss if epochs == 0 else jnp.full(np.shape(val.loss), jnp.inf),
-      best_epochs=[0] * count,
-      histories=[[{"epoch": 0, "val_loss": _float(v), "val_accuracy": _float(a)}] for v, a in zip(losses, accs)],  # noqa: E501
-      seconds=0.0,
-    )  # fmt: skip
-  else:
-    state = resume
-  elapsed = state.seconds
-  stats = None
+  state = resume or _start(run, optimizer, params, key, splits["val"], aux, epochs=epochs, models=models)
+  elapsed, stats = state.seconds, None
   # A resumed phase that had already stopped early (its checkpoint is its last) stays stopped.
   stopped = resume is not None and stop_early is not None and 0 < state.epoch < epochs
   last = state.epoch if stopped and stop_early(state) else epochs
@@ -521,62 +570,39 @@ def fit(
     disable=not progress or None, dynamic_ncols=True, leave=not stacked,
   )  # fmt: skip
   for epoch in bar:
-    key, epoch_key, eval_key = split3(state.key)
+    key, epoch_key, eval_key = run.split3(state.key)
     t = time.perf_counter()
-    params, opt_state, metrics = run_epoch(
+    params, opt_state, metrics = run.epoch(
       state.params, state.opt_state, *splits["train"], epoch_key, step_of(epoch - 1), aux
     )
-    ok = finite(params)
+    ok = run.finite(params)
     jax.block_until_ready(params)
-    train_seconds = time.perf_counter() - t
+    seconds = {"train_seconds": time.perf_counter() - t}
     t = time.perf_counter()
-    val = run_eval(params, *splits["val"], eval_key, step_of(epoch), aux)
+    val = run.evaluate(params, *splits["val"], eval_key, step_of(epoch), aux)
     best_params, best_loss = _keep_best(state.best_params, params, state.best_loss, val.loss)
     fetched = jax.device_get(
-      (metrics.loss, metrics.accuracy, metrics.first_nonfinite_step, metrics.nonfinite_steps, ok,
-       val.loss, val.accuracy, best_loss < state.best_loss)
+      (metrics.loss, metrics.accuracy, val.loss, val.accuracy, metrics.nonfinite_steps,
+       metrics.first_nonfinite_step, ok, best_loss < state.best_loss)
     )  # fmt: skip
-    eval_seconds = time.perf_counter() - t
-    train_loss, train_acc, first_bad, bad_steps, ok, val_loss, val_acc, improved = map(per_model, fetched)
+    *values, bad, first, ok, improved = map(per_model, fetched)
+    seconds["eval_seconds"] = time.perf_counter() - t
     if stop_on_nonfinite:
-      for m in range(count):
-        which = f"model {m}: " if stacked else ""
-        if bad_steps[m] == steps_per_epoch:
-          raise NonFiniteError(
-            f"{name}: {which}every step of epoch {epoch} had a non-finite loss or gradients; nothing was"
-            " learned. Lower the learning rate, or check the data."
-          )
-        if not ok[m]:
-          where = f"step {first_bad[m] + 1} of {steps_per_epoch}" if first_bad[m] >= 0 else "its end"
-          raise NonFiniteError(
-            f"{name}: {which}training diverged at epoch {epoch}, {where}: the loss or the parameters are not"
-            " finite. Lower the learning rate, or skip such steps with skip_nonfinite (--skip-nonfinite)."
-          )
+      _check_finite(name, epoch, steps_per_epoch, bad, first, ok, stacked)
     stats = metrics.step_stats
-    histories, best_epochs = state.histories, state.best_epochs  # extended in place
-    for m in range(count):
-      rec = {
-        "epoch": epoch,
-        "train_loss": _float(train_loss[m]),
-        "train_accuracy": _float(train_acc[m]),
-        "val_loss": _float(val_loss[m]),
-        "val_accuracy": _float(val_acc[m]),
-        "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
-      }
-      if bad_steps[m]:
-        rec["skipped_steps"] = int(bad_steps[m])
+    for m in range(count):  # histories and best epochs are extended in place
+      record = _epoch_record(epoch, {k: v[m] for k, v in zip(METRICS, values)}, seconds, bad[m])
       if epoch_stats is not None:
-        index = functools.partial(_model, m) if stacked else (lambda tree: tree)
-        rec.update(epoch_stats(index(params), None if stats is None else index(stats), index(state.params)))
-      histories[m].append(rec)
+        pick = index(m)
+        record.update(epoch_stats(pick(params), None if stats is None else pick(stats), pick(state.params)))
+      state.histories[m].append(record)
       if improved[m]:
-        best_epochs[m] = epoch
+        state.best_epochs[m] = epoch
     state = PhaseState(
-      epoch, params, opt_state, key, best_params, best_loss, best_epochs, histories,
+      epoch, params, opt_state, key, best_params, best_loss, state.best_epochs, state.histories,
       elapsed + time.perf_counter() - start,
     )  # fmt: skip
-    bar.set_postfix(loss=f"{np.nanmean(train_loss):.4f}", val_acc=f"{np.nanmean(val_acc):.4f}")
+    bar.set_postfix(loss=f"{np.nanmean(values[0]):.4f}", val_acc=f"{np.nanmean(values[3]):.4f}")
     stopping = stop_early is not None and epoch < epochs and stop_early(state)
     if on_epoch is not None:
       on_epoch(state, epoch == epochs or stopping)
@@ -589,8 +615,7 @@ def fit(
     raise NonFiniteError(
       f"{name}: no epoch had a finite validation loss (models {never}); check the validation data."
     )
-  test_key = split3(state.key)[2]
-  test = run_eval(state.best_params, *splits["test"], test_key, step_of(state.epoch), aux)
+  test = run.evaluate(state.best_params, *splits["test"], run.split3(state.key)[2], step_of(state.epoch), aux)
   test_loss, test_acc = map(per_model, jax.device_get((test.loss, test.accuracy)))
   return PhaseResult(
     name=name,
