@@ -283,6 +283,20 @@ class PhaseState:
   histories: list[list[dict[str, Any]]]
   seconds: float
 
+  @classmethod
+  def initial(cls, params: Any, optimizer: optax.GradientTransformation, key: jax.Array, **meta):
+    """The state before the first update; ``jax.eval_shape`` of it gives a checkpoint's abstract arrays.
+
+    ``params`` (and ``key``) may be stacked; ``meta`` may set ``best_loss``,
+    ``best_epochs`` and ``histories``.
+    """
+    stacked = jnp.ndim(key) > 0
+    defaults = dict(
+      best_loss=jnp.full(jnp.shape(key), jnp.inf, jnp.float32), best_epochs=[0], histories=[[]], seconds=0.0
+    )
+    opt_state = jax.jit(jax.vmap(optimizer.init) if stacked else optimizer.init)(params)
+    return cls(epoch=0, params=params, opt_state=opt_state, key=key, best_params=params, **(defaults | meta))
+
   def arrays(self) -> dict[str, Any]:
     """The checkpointed arrays."""
     return {
@@ -443,10 +457,10 @@ def _start(run: _Programs, optimizer, params, key, val_split, aux, *, epochs: in
   val = run.evaluate(params, *val_split, eval_key, jnp.int32(0), aux)
   count = models or 1
   losses, accs = (np.asarray(a).reshape(count) for a in jax.device_get((val.loss, val.accuracy)))
-  init = jax.jit(optimizer.init if models is None else jax.vmap(optimizer.init))
   histories = [[{"epoch": 0, "val_loss": _float(v), "val_accuracy": _float(a)}] for v, a in zip(losses, accs)]
   best_loss = val.loss if epochs == 0 else jnp.full(np.shape(val.loss), jnp.inf)
-  return PhaseState(0, params, init(params), key, params, best_loss, [0] * count, histories, 0.0)
+  meta = dict(best_loss=best_loss, best_epochs=[0] * count, histories=histories)
+  return PhaseState.initial(params, optimizer, key, **meta)
 
 
 def _check_finite(name: str, epoch: int, steps: int, bad_steps, first_bad, ok, stacked: bool) -> None:

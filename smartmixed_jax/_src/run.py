@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -153,22 +152,16 @@ def abstract_state(config: Config, meta: dict[str, Any]) -> dict[str, Any]:
   if "config" in meta:
     config = Config.from_dict(meta["config"])
   init = lambda: init_mlp(jax.random.key(0), config.layer_sizes, pool=config.training_pool)  # noqa: E731
-  mlp = jax.eval_shape(init)
-  if meta["phase"] == "phase1":
-    params = mlp
-  else:
-    picks = [np.asarray(c, np.int32) for c in meta["choices"]]
-    params = jax.eval_shape(lambda: freeze(init(), choices=picks))
-  arrays = {  # the keys of PhaseState.arrays()
-    "params": params,
-    "opt_state": jax.eval_shape(config.optimizer(1).init, params),
-    "key": jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))),
-    "best_params": params,
-    "best_loss": jax.ShapeDtypeStruct((), jnp.float32),
-  }
-  if meta["phase"] != "phase1" and not config.baseline:
-    arrays["phase1_best_params"] = mlp
-  return arrays
+  picks = [np.asarray(c, np.int32) for c in meta.get("choices", ())]
+
+  def arrays() -> dict[str, Any]:
+    params = init() if meta["phase"] == "phase1" else freeze(init(), choices=picks)
+    state = loop.PhaseState.initial(params, config.optimizer(1), jax.random.key(0))
+    if meta["phase"] != "phase1" and not config.baseline:
+      return {**state.arrays(), "phase1_best_params": init()}
+    return state.arrays()
+
+  return jax.eval_shape(arrays)
 
 
 def train_and_evaluate(
