@@ -173,6 +173,7 @@ def main(argv=None):
   parser.add_argument("--archs", nargs="+", default=["small_3layer", "medium_5layer"])
   parser.add_argument("--mlp-seeds", type=int, nargs="+", default=[0])
   parser.add_argument("--out", type=Path, default=OUT)
+  parser.add_argument("--data-dir", type=Path, default=None, help="the data cache (default: the library's)")
   parser.add_argument("--download", action="store_true", help="let tfds download fashion_mnist if not cached")
   parser.add_argument(
     "--smoke", action="store_true", help="one seed, 1 + 1 epochs, a 32-unit MLP, 512 examples: checks it runs"
@@ -187,7 +188,7 @@ def main(argv=None):
       [0],
     )
   # Offline, the data comes from Debian's dataset-fashion-mnist (installed by `make`).
-  data = app.load_dataset("fashion_mnist", allow_download=args.download)
+  data = app.load_dataset("fashion_mnist", args.data_dir, allow_download=args.download)
   if args.smoke:
     data = subset(data, 512)
   print(f"Fashion-MNIST from {data.source}", flush=True)
@@ -201,9 +202,8 @@ def main(argv=None):
     counts = next(r["counts"] for r in mlps if r["arch"] == arch and r["model"] == "smartmixed")
     plot_activation_shares(args.out / f"mlp_{arch}_activation_shares.png", counts, names,
                            f"Fashion-MNIST {arch}: frozen activation choices")  # fmt: skip
-  (args.out / "results.json").write_text(
-    json.dumps({"cnn": cnn, "mlp": mlps, "args": vars(args) | {"out": str(args.out)}}, indent=1)
-  )
+  saved_args = vars(args) | {"out": str(args.out), "data_dir": args.data_dir and str(args.data_dir)}
+  (args.out / "results.json").write_text(json.dumps({"cnn": cnn, "mlp": mlps, "args": saved_args}, indent=1))
   (args.out / "REPORT.md").write_text(report(cnn, mlps, args))
   print(f"wrote {args.out}/REPORT.md")
 

@@ -105,13 +105,9 @@ def test_bad_pool_is_refused_naming_the_choices(tmp_path, capsys):
   assert not any(tmp_path.iterdir())
 
 
-def test_dataset_flag_selects_the_data_set(tmp_path, capsys):
-  from pathlib import Path
-
-  if not Path("/usr/share/datasets/fashion-mnist").is_dir():
-    pytest.skip("Debian's dataset-fashion-mnist is not installed (make test installs it)")
+def test_dataset_flag_selects_the_data_set(tmp_path, capsys, fashion_mnist_cache):
   out = tmp_path / "run"
   argv = ["train", "--arch", "32", *FAST, "--dataset", "fashion_mnist", "--out", str(out)]
-  assert cli.main([*argv, "--data-dir", str(tmp_path / "cache")]) == 0
+  assert cli.main([*argv, "--data-dir", str(fashion_mnist_cache)]) == 0
   assert "fashion_mnist from" in capsys.readouterr().out
   assert json.loads((out / "results.json").read_text())["config"]["dataset"] == "fashion_mnist"

@@ -124,6 +124,16 @@ def test_a_baseline_cohort_of_one_trains_what_the_baseline_run_trains(data, dtyp
   )
 
 
+def test_grouped_baselines_train_as_they_would_alone(data):
+  """Two seeds as one program, and relu next to elu (choices as data), train as they would alone."""
+  splits, pairs = app.device_splits(data), [("relu", 0), ("elu", 0), ("relu", 1)]
+  together = engine.baselines(make(ARCH), splits, pairs=pairs, progress=False)
+  for m, pair in enumerate(pairs):
+    alone = engine.baselines(make(ARCH), splits, pairs=[pair], progress=False)
+    ours, theirs = _histories([together.record(m)]), _histories([alone.record(0)])
+    chex.assert_trees_all_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
 def test_run_keys_are_one_derivation_for_runs_and_cohorts():
   one, many = engine.run_keys(5), engine.run_keys([4, 5])
   for a, b in zip(one, many):

@@ -8,8 +8,6 @@ import math
 import sys
 from pathlib import Path
 
-import pytest
-
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
 import benchmark  # noqa: E402
@@ -29,10 +27,8 @@ def test_benchmark_smoke_measures_every_variant_side_by_side(capsys):
   assert "phase1_step / relu_step" in capsys.readouterr().out
 
 
-def test_fashion_mnist_smoke_writes_its_report(tmp_path):
-  if not Path("/usr/share/datasets/fashion-mnist").is_dir():
-    pytest.skip("Debian's dataset-fashion-mnist is not installed (make installs it as root)")
-  fashion_mnist.main(["--smoke", "--out", str(tmp_path)])
+def test_fashion_mnist_smoke_writes_its_report(tmp_path, fashion_mnist_cache):
+  fashion_mnist.main(["--smoke", "--out", str(tmp_path), "--data-dir", str(fashion_mnist_cache)])
   saved = json.loads((tmp_path / "results.json").read_text())
   assert [r["seed"] for r in saved["cnn"]] == [0]
   assert {r["model"] for r in saved["mlp"]} == {"smartmixed", "relu", "sigmoid", "tanh", "leaky_relu", "elu",

@@ -5,7 +5,6 @@ import math
 import sys
 from pathlib import Path
 
-import chex
 import numpy as np
 import pytest
 
@@ -15,8 +14,6 @@ import records  # noqa: E402
 import report  # noqa: E402
 import stats  # noqa: E402
 import sweep  # noqa: E402
-
-from smartmixed_jax import app  # noqa: E402
 
 MODELS = records.MODELS
 
@@ -164,23 +161,6 @@ def test_architecture_by_number_or_name():
   for bad in ("0", "19", "huge"):
     with pytest.raises(ValueError, match="number 1-18"):
       sweep.architecture(bad)
-
-
-def test_vmapped_cohort_equals_models_trained_alone(mnist):
-  """Two seeds as one program, and relu next to elu (choices as data), train as they would alone."""
-  make = lambda arch, **kw: sweep.make_configs(arch, "recommended", sweep.Budget(1, 1, 512), **kw)  # noqa: E731
-  splits = app.device_splits(mnist, 512)
-  together = sweep.run_baselines(
-    "small_3layer", [("relu", 0), ("elu", 0), ("relu", 1)], make, splits, progress=False
-  )
-  for pair in together:
-    (alone,) = sweep.run_baselines("small_3layer", [pair], make, splits, progress=False).values()
-    for a, b in zip(alone["phase"]["history"], together[pair]["phase"]["history"]):
-      chex.assert_trees_all_close(
-        {k: a[k] for k in ("val_loss", "train_loss") if k in a},
-        {k: b[k] for k in ("val_loss", "train_loss") if k in b},
-        rtol=1e-4,
-      )
 
 
 def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch):
