@@ -144,8 +144,9 @@ def test_variants_and_cohort_options_are_checked(data):
   splits = app.device_splits(data)
   with pytest.raises(ValueError, match="Unknown Phase 2 variant"):
     engine.two_phase(make(ARCH), splits, seeds=[0], variants=[("median", "carry")])
-  with pytest.raises(ValueError, match="One model trains one Phase 2 variant"):
-    engine.two_phase(make(ARCH), splits, variants=[("argmax", "carry"), ("random", "carry")])
+  for variants in ([("argmax", "carry"), ("random", "carry")], [("random", "carry")], []):
+    with pytest.raises(ValueError, match="One model trains one argmax-frozen Phase 2 and no control"):
+      engine.two_phase(make(ARCH), splits, variants=variants)
   with pytest.raises(ValueError, match="not in the pool"):
     engine.baselines(make(ARCH), splits, pairs=[("gelu", 0)])
   with pytest.raises(ValueError, match="names no activation"):

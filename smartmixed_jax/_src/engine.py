@@ -279,8 +279,11 @@ def two_phase(
   for rule, init in variants:
     if rule not in RULES or init not in INITS:
       raise ValueError(f"Unknown Phase 2 variant {(rule, init)}; rules are {RULES}, inits {INITS}.")
-  if not cohort and (len(variants) > 1 or continue_phase1):
-    raise ValueError("One model trains one Phase 2 variant and no continued control; give seeds for more.")
+  if not cohort and (len(variants) != 1 or variants[0][0] != "argmax" or continue_phase1):
+    raise ValueError(
+      f"One model trains one argmax-frozen Phase 2 and no control, got variants {list(variants)} and"
+      f" continue_phase1={continue_phase1}; give seeds for a cohort."
+    )
   if cohort and checkpointing is not None:
     raise ValueError("A cohort trains without checkpoints; checkpointing is for one model.")
   hooks = checkpointing or Checkpointing(on_epoch=lambda *args: None)
@@ -307,10 +310,10 @@ def two_phase(
       on_epoch=hooks.on_epoch("phase1", 0, {}, {}), mesh=mesh(models), **common,
     )  # fmt: skip
   selected = phase1.best_params
-  weights = {"carry": selected, "reinit": lambda: init(keys.reinit)}
+  weights = lambda start: selected if start == "carry" else init(keys.reinit)  # noqa: E731
   if not cohort:
-    (rule, start), picks = variants[0], choices(selected)
-    model = freeze(selected if start == "carry" else weights[start](), choices=picks)
+    picks = choices(selected)
+    model = freeze(weights(variants[0][1]), choices=picks)
     phase1_record = {k: getattr(phase1, k) for k in ("histories", "best_epochs", "test", "seconds")}
     on_epoch = hooks.on_epoch(
       "phase2", config.phase1_epochs, {"phase1_best_params": selected},
@@ -327,7 +330,7 @@ def two_phase(
   if not variants:
     return TwoPhaseResult(phase1, None, variants, rules)
   no_logits = lambda p: dataclasses.replace(p, logits=())  # noqa: E731
-  starts = {start: no_logits(selected if start == "carry" else weights[start]()) for start in INITS}
+  starts = {start: no_logits(weights(start)) for start in {start for _, start in variants}}
   cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
   phase2 = _fit(
     config, splits, cat([starts[start] for _, start in variants]),
