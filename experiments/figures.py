@@ -12,7 +12,7 @@ import numpy as np
 from records import ACTIVATIONS, MODELS
 from stats import Stat, by_arch_model, phase_test
 
-from smartmixed_jax import ARCHITECTURES
+from smartmixed_jax.app import ARCHITECTURES
 from smartmixed_jax.artifacts import pyplot, save_figure
 
 

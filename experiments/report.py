@@ -71,7 +71,7 @@ from stats import (
   rankings,
 )
 
-from smartmixed_jax import ARCHITECTURES
+from smartmixed_jax.app import ARCHITECTURES
 from smartmixed_jax.artifacts import atomic_write_bytes
 
 # ----------------------------------------------------------------------------

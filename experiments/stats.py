@@ -13,7 +13,7 @@ import numpy as np
 import scipy.stats
 from records import ACTIVATIONS, DEPTH_BINS, DIAGNOSTICS, MODELS, NEMENYI_Q05, failed
 
-from smartmixed_jax import ARCHITECTURES
+from smartmixed_jax.app import ARCHITECTURES
 
 
 class Stat(tuple):

@@ -116,6 +116,26 @@ def test_fit_on_stacked_models_equals_fitting_each_alone():
     )
 
 
+def test_fit_trains_the_float_leaves_and_carries_the_rest_as_data():
+  """Per-model choices as integers in the model: untouched, and each model runs its own activations."""
+  splits = _tiny_splits(KEY)
+  init = lambda k: dataclasses.replace(sm.init_mlp(k, (6, 8, 2)), logits=())  # noqa: E731
+  weights = jax.vmap(init)(jax.random.split(KEY, 2))
+  chosen = [jnp.stack([jnp.zeros(8, jnp.int32), jnp.full(8, 2, jnp.int32)])]  # relu, then tanh everywhere
+  result = sm.fit(
+    (weights, chosen), apply=lambda m, x, k, s: sm.apply_choices(m[0], x, m[1]), optimizer=optax.adam(1e-2),
+    splits=splits, epochs=2, key=jax.random.split(KEY, 2), batch_size=16, models=2, progress=False,
+  )  # fmt: skip
+  trained, carried = result.best_params
+  chex.assert_trees_all_equal(carried, chosen)
+  assert not np.allclose(trained.layers[0].w, weights.layers[0].w)
+  x, y = splits["test"]
+  for m in range(2):
+    logits = sm.apply_choices(jax.tree.map(lambda a, m=m: a[m], trained), x, [chosen[0][m]])
+    accuracy = np.mean(np.argmax(logits, -1) == y)
+    np.testing.assert_allclose(result.test[m]["test_accuracy"], accuracy, atol=1e-6)
+
+
 def test_fit_never_selects_the_untrained_epoch_zero():
   splits = _tiny_splits(KEY)
   model = sm.fixed_mlp(KEY, (6, 8, 2), "relu")

@@ -332,9 +332,9 @@ def two_phase(
   no_logits = lambda p: dataclasses.replace(p, logits=())  # noqa: E731
   starts = {start: no_logits(weights(start)) for start in {start for _, start in variants}}
   cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
+  stacked = (cat([starts[start] for _, start in variants]), cat([rules[rule] for rule, _ in variants]))
   phase2 = _fit(
-    config, splits, cat([starts[start] for _, start in variants]),
-    aux=cat([rules[rule] for rule, _ in variants]),  # per-model choices, as data
+    config, splits, stacked,  # (weights, choices): the choices are data, not trained
     apply=phase2_forward(config, choices_as_data=True), epochs=config.phase2_epochs,
     models=len(variants) * len(seeds), key=jnp.concatenate([keys.phase2] * len(variants)),
     name="phase2", mesh=mesh(len(variants) * len(seeds)), **common,
@@ -394,12 +394,12 @@ def baselines(
   activations = sorted({act for act, _ in pairs}, key=names.index)
   if len(activations) == 1:
     static = [np.full(n, names.index(activations[0])) for n in hidden]
-    apply, aux = config.compute(lambda p, x, key, step: apply_choices(p, x, static)), None
-  else:
-    aux = [jnp.asarray([[names.index(act)] * n for act, _ in pairs], jnp.int32) for n in hidden]
+    apply = config.compute(lambda p, x, key, step: apply_choices(p, x, static))
+  else:  # each model selects its own activation: (weights, choices), the choices as data
+    params = (params, [jnp.asarray([[names.index(act)] * n for act, _ in pairs], jnp.int32) for n in hidden])
     apply = phase2_forward(config, choices_as_data=True)
   return _fit(
-    config, splits, params, apply=apply, aux=aux, epochs=epochs, models=len(pairs), key=keys.phase2,
+    config, splits, params, apply=apply, epochs=epochs, models=len(pairs), key=keys.phase2,
     name="+".join(activations),
     mesh=models_mesh(len(pairs), devices or jax.device_count()), progress=progress, stop_on_nonfinite=False,
   )  # fmt: skip

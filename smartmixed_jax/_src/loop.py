@@ -107,8 +107,26 @@ def _batched_indices(key: Optional[jax.Array], n: int, batch_size: int):
   return order.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
-def _batch_loss(apply_fn, loss_fn, params, x, y, mask, key, step, aux=None):
-  logits = apply_fn(params if aux is None else (params, aux), x, key, step)
+def trainable(tree: Any) -> tuple[Any, Any]:
+  """``tree`` split into its trained (floating-point) leaves and the rest, None standing in for the other.
+
+  What :func:`fit` trains: a model may carry data that are not parameters,
+  such as each model's activation choices as integers, and only its floating-
+  point leaves get gradients and optimizer state. :func:`combine` undoes it.
+  """
+  leaves, treedef = jax.tree.flatten(tree)
+  trained = [jnp.issubdtype(jnp.result_type(leaf), jnp.inexact) for leaf in leaves]
+  pick = lambda keep: treedef.unflatten([leaf if t == keep else None for leaf, t in zip(leaves, trained)])  # noqa: E731
+  return pick(True), pick(False)
+
+
+def combine(trained: Any, rest: Any) -> Any:
+  """The inverse of :func:`trainable`."""
+  return jax.tree.map(lambda a, b: b if a is None else a, trained, rest, is_leaf=lambda leaf: leaf is None)
+
+
+def _batch_loss(apply_fn, loss_fn, trained, rest, x, y, mask, key, step):
+  logits = apply_fn(combine(trained, rest), x, key, step)
   weight = mask.astype(jnp.float32)
   losses = loss_fn(logits, y).astype(jnp.float32)
   total = jnp.sum(weight * losses)
@@ -119,19 +137,20 @@ def _batch_loss(apply_fn, loss_fn, params, x, y, mask, key, step, aux=None):
 def make_train_step(
   apply_fn: ApplyFn, optimizer: optax.GradientTransformation, *, loss_fn: LossFn = cross_entropy
 ):
-  """Builds ``step(params, opt_state, x, y, mask, key, step, aux=None) -> (params, opt_state, sums)``.
+  """Builds ``step(params, opt_state, x, y, mask, key, step) -> (params, opt_state, sums)``.
 
   One optimizer update on a batch; ``sums`` is ``(loss_sum, correct)``; ``mask`` ``[batch]`` marks the real
-  examples (padding has weight 0). With ``aux`` (inputs that are not
-  trained), ``apply_fn`` receives ``(params, aux)``. Pure and not compiled
+  examples (padding has weight 0). Only the floating-point leaves of
+  ``params`` are trained (see :func:`trainable`). Pure and not compiled
   itself: call it inside a jit-compiled loop (or wrap it in ``jax.jit``).
   """
   grad_fn = jax.grad(functools.partial(_batch_loss, apply_fn, loss_fn), has_aux=True)
 
-  def train_step(params, opt_state, x, y, mask, key, step, aux=None):
-    grads, sums = grad_fn(params, x, y, mask, key, step, aux)
-    updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, sums
+  def train_step(params, opt_state, x, y, mask, key, step):
+    trained, rest = trainable(params)
+    grads, sums = grad_fn(trained, rest, x, y, mask, key, step)
+    updates, opt_state = optimizer.update(grads, opt_state, trained)
+    return combine(optax.apply_updates(trained, updates), rest), opt_state, sums
 
   return train_step
 
@@ -145,7 +164,7 @@ def make_train_epoch(
   step_stats: Optional[Callable[[Any, jax.Array], Any]] = None,
   batch_sharding: Optional[jax.sharding.Sharding] = None,
 ):
-  """Builds jit-compiled ``epoch(params, opt_state, x, y, key, step, aux=None) -> (params, opt_state, m)``.
+  """Builds jit-compiled ``epoch(params, opt_state, x, y, key, step) -> (params, opt_state, m)``.
 
   One pass over ``(x, y)`` in shuffled minibatches as a single ``lax.scan``
   of :func:`make_train_step`; ``step`` is the phase step of its first batch;
@@ -169,7 +188,7 @@ def make_train_epoch(
   stats_fn = step_stats or (lambda params, key: ())
 
   @jax.jit
-  def epoch(params, opt_state, x, y, key, step, aux=None):
+  def epoch(params, opt_state, x, y, key, step):
     shuffle_key, step_key = jax.random.split(key)
     indices, mask = _batched_indices(shuffle_key, x.shape[0], batch_size)
     steps = indices.shape[0]
@@ -180,7 +199,7 @@ def make_train_epoch(
       params, opt_state, stats = carry
       idx, m, k, s = batch
       stats = jax.tree.map(jnp.add, stats, stats_fn(params, k))
-      params, opt_state, sums = train_step(params, opt_state, *shard(x[idx], y[idx], m), k, s, aux)
+      params, opt_state, sums = train_step(params, opt_state, *shard(x[idx], y[idx], m), k, s)
       return (params, opt_state, stats), sums
 
     batches = (indices, mask, step_keys, step + jnp.arange(steps, dtype=jnp.int32))
@@ -215,17 +234,18 @@ def make_evaluate(
   loss_fn: LossFn = cross_entropy,
   batch_sharding: Optional[jax.sharding.Sharding] = None,
 ):
-  """Builds jit-compiled ``evaluate(params, x, y, key, step, aux=None) -> Metrics`` over a whole split."""
+  """Builds jit-compiled ``evaluate(params, x, y, key, step) -> Metrics`` over a whole split."""
   shard = _sharder(batch_sharding)
 
   @jax.jit
-  def evaluate(params, x, y, key, step, aux=None):
+  def evaluate(params, x, y, key, step):
     indices, mask = _batched_indices(None, x.shape[0], min(batch_size, x.shape[0]))
     keys = jax.random.split(key, indices.shape[0])
 
     def chunk(batch):
       idx, m, k = batch
-      _, (total, correct) = _batch_loss(apply_fn, loss_fn, params, *shard(x[idx], y[idx], m), k, step, aux)
+      batch = shard(x[idx], y[idx], m)
+      _, (total, correct) = _batch_loss(apply_fn, loss_fn, *trainable(params), *batch, k, step)
       return total, correct
 
     totals, corrects = jax.lax.map(chunk, (indices, mask, keys))
@@ -294,7 +314,8 @@ class PhaseState:
     defaults = dict(
       best_loss=jnp.full(jnp.shape(key), jnp.inf, jnp.float32), best_epochs=[0], histories=[[]], seconds=0.0
     )
-    opt_state = jax.jit(jax.vmap(optimizer.init) if stacked else optimizer.init)(params)
+    init = lambda params: optimizer.init(trainable(params)[0])  # noqa: E731
+    opt_state = jax.jit(jax.vmap(init) if stacked else init)(params)
     return cls(epoch=0, params=params, opt_state=opt_state, key=key, best_params=params, **(defaults | meta))
 
   def arrays(self) -> dict[str, Any]:
@@ -410,8 +431,8 @@ METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 class _Programs(NamedTuple):
   """A phase's compiled programs, ``jax.vmap``-ed over the models when they are stacked."""
 
-  epoch: Callable  # (params, opt_state, x, y, key, step, aux) -> (params, opt_state, EpochMetrics)
-  evaluate: Callable  # (params, x, y, key, step, aux) -> Metrics
+  epoch: Callable  # (params, opt_state, x, y, key, step) -> (params, opt_state, EpochMetrics)
+  evaluate: Callable  # (params, x, y, key, step) -> Metrics
   split3: Callable  # key -> three keys
   finite: Callable  # params -> whether every leaf is finite
 
@@ -432,29 +453,29 @@ def _programs(
     eval_apply, batch_size=eval_batch_size, loss_fn=loss_fn, batch_sharding=batch_sharding
   )
   return _Programs(
-    jax.jit(vmap(epoch, (0, 0, None, None, 0, None, 0))),
-    jax.jit(vmap(evaluate, (0, None, None, 0, None, 0))),
+    jax.jit(vmap(epoch, (0, 0, None, None, 0, None))),
+    jax.jit(vmap(evaluate, (0, None, None, 0, None))),
     jax.jit(vmap(lambda k: tuple(jax.random.split(k, 3)), (0,))),
     jax.jit(functools.partial(_finite, stacked=stacked)),
   )
 
 
-def _on_mesh(mesh, models, params, key, aux, splits, resume):
+def _on_mesh(mesh, models, params, key, splits, resume):
   """Everything laid out on ``mesh`` (see :func:`fit`), and the sharding of each batch."""
   model_sharding, shared, batch_sharding = _mesh_layout(mesh, models)
   # Through the host: every process holds the same values, which become one global array.
-  params, key, aux = _place((params, key, aux), model_sharding)
+  params, key = _place((params, key), model_sharding)
   if resume is not None:
     arrays = ("params", "opt_state", "key", "best_params", "best_loss")
     placed = _place(tuple(getattr(resume, a) for a in arrays), model_sharding)
     resume = dataclasses.replace(resume, **dict(zip(arrays, placed)))
-  return params, key, aux, _place(splits, shared), resume, batch_sharding
+  return params, key, _place(splits, shared), resume, batch_sharding
 
 
-def _start(run: _Programs, optimizer, params, key, val_split, aux, *, epochs: int, models: Optional[int]):
+def _start(run: _Programs, optimizer, params, key, val_split, *, epochs: int, models: Optional[int]):
   """Epoch 0: the models before any update, evaluated (a candidate for selection only if ``epochs == 0``)."""
   key, eval_key, _ = run.split3(key)
-  val = run.evaluate(params, *val_split, eval_key, jnp.int32(0), aux)
+  val = run.evaluate(params, *val_split, eval_key, jnp.int32(0))
   count = models or 1
   losses, accs = (np.asarray(a).reshape(count) for a in jax.device_get((val.loss, val.accuracy)))
   histories = [[{"epoch": 0, "val_loss": _float(v), "val_accuracy": _float(a)}] for v, a in zip(losses, accs)]
@@ -499,7 +520,6 @@ def fit(
   eval_apply: Optional[ApplyFn] = None,
   eval_batch_size: int = 2000,
   models: Optional[int] = None,
-  aux: Any = None,
   step_stats: Optional[Callable[[Any, jax.Array], Any]] = None,
   epoch_stats: Optional[Callable[[Any, Any, Any], dict[str, Any]]] = None,
   stop_early: Optional[Callable[[PhaseState], bool]] = None,
@@ -518,7 +538,9 @@ def fit(
 
   Args:
     params: initial parameters (any pytree), or ``M`` models' parameters
-      stacked on a leading axis with ``models=M``.
+      stacked on a leading axis with ``models=M``. Only the floating-point
+      leaves are trained; the others (e.g. each model's activation choices,
+      as integers) are carried as data and reach ``apply`` unchanged.
     apply: forward pass used for the updates (see :data:`ApplyFn`).
     optimizer: the optax optimizer.
     splits: ``{"train", "val", "test"}`` ``(x, y)`` arrays.
@@ -529,9 +551,6 @@ def fit(
     eval_apply: forward pass for validation and test; ``apply`` if None.
     eval_batch_size: evaluation chunk size.
     models: ``M`` for stacked models (one ``jax.vmap``-ed program), None for one.
-    aux: inputs of the model that are not trained (e.g. per-model activation
-      choices as data), stacked like ``params``; ``apply`` then receives
-      ``(params, aux)`` as its first argument.
     step_stats: ``stats(params, key)`` summed over each epoch's steps (one model).
     epoch_stats: ``stats(params, epoch_step_stats, params_before_the_epoch) ->
       dict`` merged into each epoch's record, per model.
@@ -563,9 +582,7 @@ def fit(
   steps_per_epoch = math.ceil(splits["train"][0].shape[0] / batch_size)
   batch_sharding = None
   if mesh is not None:
-    params, key, aux, splits, resume, batch_sharding = _on_mesh(
-      mesh, models, params, key, aux, splits, resume
-    )
+    params, key, splits, resume, batch_sharding = _on_mesh(mesh, models, params, key, splits, resume)
   run = _programs(
     apply, eval_apply or apply, optimizer, stacked=stacked, batch_size=batch_size,
     eval_batch_size=eval_batch_size, loss_fn=loss_fn, step_stats=step_stats, batch_sharding=batch_sharding,
@@ -574,7 +591,7 @@ def fit(
   step_of = lambda epoch: jnp.int32(epoch * steps_per_epoch)  # noqa: E731
   index = (lambda m: functools.partial(_model, m)) if stacked else (lambda m: lambda tree: tree)  # noqa: E731
 
-  state = resume or _start(run, optimizer, params, key, splits["val"], aux, epochs=epochs, models=models)
+  state = resume or _start(run, optimizer, params, key, splits["val"], epochs=epochs, models=models)
   elapsed, stats = state.seconds, None
   # A resumed phase that had already stopped early (its checkpoint is its last) stays stopped.
   stopped = resume is not None and stop_early is not None and 0 < state.epoch < epochs
@@ -587,13 +604,13 @@ def fit(
     key, epoch_key, eval_key = run.split3(state.key)
     t = time.perf_counter()
     params, opt_state, metrics = run.epoch(
-      state.params, state.opt_state, *splits["train"], epoch_key, step_of(epoch - 1), aux
+      state.params, state.opt_state, *splits["train"], epoch_key, step_of(epoch - 1)
     )
     ok = run.finite(params)
     jax.block_until_ready(params)
     seconds = {"train_seconds": time.perf_counter() - t}
     t = time.perf_counter()
-    val = run.evaluate(params, *splits["val"], eval_key, step_of(epoch), aux)
+    val = run.evaluate(params, *splits["val"], eval_key, step_of(epoch))
     best_params, best_loss = _keep_best(state.best_params, params, state.best_loss, val.loss)
     fetched = jax.device_get(
       (metrics.loss, metrics.accuracy, val.loss, val.accuracy, metrics.nonfinite_steps,
@@ -629,7 +646,7 @@ def fit(
     raise NonFiniteError(
       f"{name}: no epoch had a finite validation loss (models {never}); check the validation data."
     )
-  test = run.evaluate(state.best_params, *splits["test"], run.split3(state.key)[2], step_of(state.epoch), aux)
+  test = run.evaluate(state.best_params, *splits["test"], run.split3(state.key)[2], step_of(state.epoch))
   test_loss, test_acc = map(per_model, jax.device_get((test.loss, test.accuracy)))
   return PhaseResult(
     name=name,
