@@ -8,7 +8,9 @@ Part 1: a small CNN whose every conv/dense activation is a ``MixedActivation``
 (Phase 1), frozen with ``smartmixed_jax.nnx.freeze`` and trained on (Phase 2),
 against the same CNN with relu for the same total epochs, over several seeds.
 Part 2: the paper's MLP study (SmartMixed and the six fixed activations) on
-Fashion-MNIST for two of its architectures. Writes REPORT.md, results.json and
+Fashion-MNIST for two of its architectures, each trained as two cohorts through
+``smartmixed_jax.engine`` (SmartMixed's seeds; the baselines of every seed).
+Writes REPORT.md, results.json and
 per-layer activation plots to experiments/results/fashion_mnist/.
 """
 
@@ -20,11 +22,12 @@ import statistics
 from pathlib import Path
 
 import jax
+import numpy as np
 from flax import nnx
 
 import smartmixed_jax as sm
 import smartmixed_jax.nnx as snx
-from smartmixed_jax import app
+from smartmixed_jax import app, engine
 from smartmixed_jax.artifacts import plot_activation_shares
 
 OUT = Path(__file__).parent / "results" / "fashion_mnist"
@@ -89,20 +92,24 @@ def run_cnn(data, seeds, epochs1, epochs2):
 
 
 def run_mlps(data, archs, seeds, epochs1, epochs2):
-  rows = []
+  """Per architecture, SmartMixed's seeds as one cohort and the six baselines of every seed as another."""
+  rows, names = [], sm.pool_names(sm.DEFAULT_POOL)
+  splits = app.device_splits(data)
+  final = ("val_accuracy", "test_accuracy", "val_loss", "test_loss")
   for arch in archs:
-    for seed in seeds:
-      for baseline in (None, *sm.DEFAULT_POOL):
-        config = app.make_config(arch, "recommended", phase1_epochs=epochs1, phase2_epochs=epochs2, seed=seed,
-                                baseline=baseline)  # fmt: skip
-        result = app.train_and_evaluate(config, data, progress=False)
-        final = result.summary()["final"]
-        rows.append({"arch": arch, "seed": seed, "model": baseline or "smartmixed", **final,
-                     "counts": result.model.counts() if baseline is None else None})  # fmt: skip
-        print(
-          f"  mlp {arch} seed {seed} {baseline or 'smartmixed'}: test {final['test_accuracy']:.4f}",
-          flush=True,
-        )
+    config = app.make_config(arch, "recommended", phase1_epochs=epochs1, phase2_epochs=epochs2)
+    smart = engine.two_phase(config, splits, seeds=seeds, progress=False)
+    pairs = [(act, seed) for seed in seeds for act in names]
+    fixed = engine.baselines(config, splits, pairs=pairs, progress=False)
+    for i, seed in enumerate(seeds):
+      counts = [dict(zip(names, np.bincount(np.asarray(c[i]), minlength=len(names)).tolist()))
+                for c in smart.choices["argmax"]]  # fmt: skip
+      runs = [("smartmixed", smart.phase2.record(i), [{k: v for k, v in c.items() if v} for c in counts])]
+      runs += [(act, fixed.record(pairs.index((act, seed))), None) for act in names]
+      for model, record, chosen in runs:
+        rows.append({"arch": arch, "seed": seed, "model": model, **{k: record["best"][k] for k in final},
+                     "counts": chosen})  # fmt: skip
+        print(f"  mlp {arch} seed {seed} {model}: test {record['best']['test_accuracy']:.4f}", flush=True)
   return rows
 
 
