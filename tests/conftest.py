@@ -2,6 +2,8 @@
 
 import fcntl
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -12,6 +14,30 @@ from smartmixed_jax._src.data import DEBIAN_FASHION_MNIST
 
 # CPU unless told otherwise (experiments/accelerator.sh runs the suite on the accelerator).
 jax.config.update("jax_platforms", os.environ.get("SMARTMIXED_TEST_BACKEND", "cpu"))
+
+
+_OWN_CACHE = pytest.StashKey[str]()
+
+
+def pytest_configure(config):
+  """One persistent compilation cache for the session: its workers and the processes the tests start.
+
+  Many tests train the same small networks, often in fresh processes; each
+  program is compiled once per session instead of once per process. The
+  directory is new for every session, so no test sees a stale program.
+  """
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the controller (or a plain run): workers inherit it
+    config.stash[_OWN_CACHE] = tempfile.mkdtemp(prefix="smartmixed-jax-cache-")
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = config.stash[_OWN_CACHE]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
+def pytest_unconfigure(config):
+  if _OWN_CACHE in config.stash:
+    shutil.rmtree(config.stash[_OWN_CACHE], ignore_errors=True)
+    del os.environ["JAX_COMPILATION_CACHE_DIR"]
 
 
 def _shared_cache(tmp_path_factory, worker_id, name: str, fill) -> Path:
