@@ -110,6 +110,8 @@ def test_two_processes_joined_by_jax_distributed_match_one(mnist_cache, tmp_path
   args += ["--data-dir", str(mnist_cache)]
   command = [str(Path(sys.executable).with_name("smartmixed")), *args]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
+  # The session's shared compilation cache is for single-process programs: collectives' do not reload.
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
   hosts = ["--out", str(tmp_path / "two"), "--coordinator", f"localhost:{port}", "--num-processes", "2"]
   processes = [subprocess.Popen([*command, *hosts, "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
