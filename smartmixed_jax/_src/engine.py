@@ -190,7 +190,7 @@ class Checkpointing:
     phase1: Phase 1's result, when it finished before the run was interrupted.
   """
 
-  on_epoch: Callable[[str, int, dict[str, Any], dict[str, Any]], Callable[[loop.PhaseState, bool], None]]
+  on_epoch: Callable[[str, int, dict[str, Any], dict[str, Any]], Optional[Callable]] = lambda *args: None
   resume: Callable[[str], Optional[loop.PhaseState]] = lambda name: None
   phase1: Optional[loop.PhaseResult] = None
 
@@ -286,7 +286,7 @@ def two_phase(
     )
   if cohort and checkpointing is not None:
     raise ValueError("A cohort trains without checkpoints; checkpointing is for one model.")
-  hooks = checkpointing or Checkpointing(on_epoch=lambda *args: None)
+  hooks = checkpointing or Checkpointing()
   keys = run_keys(seeds if cohort else config.seed)
   models = len(seeds) if cohort else None
   steps_per_epoch = math.ceil(splits["train"][0].shape[0] / config.batch_size)
@@ -373,7 +373,7 @@ def baselines(
   if pairs is None:
     if config.baseline is None:
       raise ValueError("config.baseline names no activation; set it, or give pairs.")
-    keys, hooks = run_keys(config.seed), checkpointing or Checkpointing(on_epoch=lambda *args: None)
+    keys, hooks = run_keys(config.seed), checkpointing or Checkpointing()
     model = fixed_mlp(keys.init, config.layer_sizes, config.baseline)
     on_epoch = hooks.on_epoch(config.baseline, 0, {}, {"choices": [c.tolist() for c in model.choices()]})
     return _fit(
