@@ -18,7 +18,6 @@ the fixed one of its seed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,23 +82,27 @@ def run_all(
   for arch, scale, seed, (k, threshold) in bar:
     config = make_config(arch, scale, seed, k, threshold, budget)
     result = app.train_and_evaluate(config, data, progress=False)
-    record = {"arch": arch, "budget": budget, **result.summary()}
-    write_json(record_path(out, arch, scale, switch_name(k, threshold), seed), record)
+    write_json(record_path(out, arch, scale, switch_name(k, threshold), seed), result.summary())
   return len(todo)
 
 
-def load(out: Path) -> dict[tuple[str, float, int], dict[str, dict[str, Any]]]:
-  """``runs[(arch, scale, seed)][switch] = results``, for the seeds whose fixed run is done."""
-  runs: dict[tuple[str, float, int], dict[str, dict[str, Any]]] = {}
+def budget_of(config: dict[str, Any]) -> str:
+  """The name of the sweep budget whose epochs and training examples a run's config holds."""
+  plan = (config["phase1_epochs"], config["phase2_epochs"], config["train_limit"])
+  return next(
+    name for name, b in BUDGETS.items() if (b.phase1_epochs, b.phase2_epochs, b.train_limit) == plan
+  )
+
+
+def load(out: Path) -> dict[tuple[str, float, int], dict[str, app.RunRecord]]:
+  """``runs[(arch, scale, seed)][switch] = record``, for the seeds whose fixed run is done."""
+  runs: dict[tuple[str, float, int], dict[str, app.RunRecord]] = {}
   for path in sorted(out.glob("runs/*/*/*/seed*.json")):
-    record = json.loads(path.read_text())
-    key = (record["arch"], record["config"]["logits_lr_scale"], record["config"]["seed"])
-    runs.setdefault(key, {})[path.parent.name] = record
+    record = app.read_record(path)
+    runs.setdefault((record.arch, record.config["logits_lr_scale"], record.seed), {})[path.parent.name] = (
+      record
+    )
   return {k: v for k, v in runs.items() if FIXED in v and len(v) > 1}
-
-
-def _phase1(record: dict[str, Any]) -> dict[str, Any]:
-  return record["phases"]["phase1"]
 
 
 def plot_changes(path: Path, pairs, thresholds: Sequence[float]) -> str:
@@ -113,9 +116,9 @@ def plot_changes(path: Path, pairs, thresholds: Sequence[float]) -> str:
     for (a, s, seed), runs in pairs.items():
       if (a, s) != (arch, scale):
         continue
-      history = [e for e in _phase1(runs[FIXED])["history"] if "argmax_changed" in e]
+      history = [e for e in runs[FIXED].phase1.history if e.argmax_changed is not None]
       ax.plot(
-        [e["epoch"] for e in history], [max(e["argmax_changed"], 1e-4) for e in history], color=cmap(n),
+        [e.epoch for e in history], [max(e.argmax_changed, 1e-4) for e in history], color=cmap(n),
         alpha=0.8, linewidth=1, label=f"{arch}, logits x{scale:g}" if seed == first_seed else None,
       )  # fmt: skip
   for threshold in thresholds:
@@ -135,7 +138,7 @@ def write_report(out: Path) -> Path:
   if not runs:
     raise SystemExit(f"No finished pairs under {out / 'runs'}: run experiments/adaptive_switch.py first.")
   settings = {
-    name: (r["config"]["switch_patience"], r["config"]["switch_threshold"])
+    name: (r.config["switch_patience"], r.config["switch_threshold"])
     for seed_runs in runs.values()
     for name, r in seed_runs.items()
     if name != FIXED
@@ -147,20 +150,20 @@ def write_report(out: Path) -> Path:
       pairs = [v for (a, s, _), v in sorted(runs.items()) if (a, s) == (arch, scale) and name in v]
       if not pairs:
         continue
-      epochs = [_phase1(p[name])["epochs"] for p in pairs]
-      saved = Stat(1 - _phase1(p[name])["epochs"] / _phase1(p[FIXED])["epochs"] for p in pairs)
-      diff = Stat(p[name]["final"]["test_accuracy"] - p[FIXED]["final"]["test_accuracy"] for p in pairs)
+      epochs = [p[name].phase1.epochs for p in pairs]
+      saved = Stat(1 - p[name].phase1.epochs / p[FIXED].phase1.epochs for p in pairs)
+      diff = Stat(p[name].final.test_accuracy - p[FIXED].final.test_accuracy for p in pairs)
       rows.append([
         arch, f"{scale:g}", f"{patience} / {threshold:g}", ", ".join(map(str, epochs)), saved.fmt(100, 0),
-        Stat(p[FIXED]["final"]["test_accuracy"] for p in pairs).fmt(),
-        Stat(p[name]["final"]["test_accuracy"] for p in pairs).fmt(), diff.fmt_ci(), len(pairs),
+        Stat(p[FIXED].final.test_accuracy for p in pairs).fmt(),
+        Stat(p[name].final.test_accuracy for p in pairs).fmt(), diff.fmt_ci(), len(pairs),
       ])  # fmt: skip
   fixed = next(iter(runs.values()))[FIXED]
   thresholds = " ".join(f"{t:g}" for t in sorted({t for _, t in settings.values()}))
   command = (
     f"python experiments/adaptive_switch.py --archs {' '.join(sorted({a for a, _, _ in runs}))}"
     f" --logits-lr-scales {' '.join(f'{s:g}' for s in sorted({s for _, s, _ in runs}))}"
-    f" --seeds {' '.join(str(s) for s in sorted({s for _, _, s in runs}))} --budget {fixed['budget']}"
+    f" --seeds {' '.join(str(s) for s in sorted({s for _, _, s in runs}))} --budget {budget_of(fixed.config)}"
     f" --patience {' '.join(sorted({str(p) for p, _ in settings.values()}))} --thresholds {thresholds}"
   )
   lines = [
@@ -169,9 +172,9 @@ def write_report(out: Path) -> Path:
     f"Command: `{command}` (beyond the paper; rerunning it skips the finished runs and rewrites this"
     " report).",
     "",
-    f"Recommended preset, Phase 1 at most {fixed['config']['phase1_epochs']} epochs (the learning rate's"
-    f" cosine decay is planned over them), then Phase 2 {fixed['config']['phase2_epochs']};"
-    f" {fixed['train_examples']:,} training examples. The fixed switch freezes after every Phase 1 epoch"
+    f"Recommended preset, Phase 1 at most {fixed.config['phase1_epochs']} epochs (the learning rate's"
+    f" cosine decay is planned over them), then Phase 2 {fixed.config['phase2_epochs']};"
+    f" {fixed.train_examples:,} training examples. The fixed switch freezes after every Phase 1 epoch"
     " has run; the adaptive one as soon as the share of argmaxes that changed in an epoch stays below the"
     " threshold for `patience` epochs. All runs of a seed share its initial weights, noise and data order."
     " Accuracy: test, at the lowest-validation-loss epoch, in %; differences are paired by seed (95% CI)."

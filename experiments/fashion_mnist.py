@@ -17,12 +17,12 @@ per-layer activation plots to experiments/results/fashion_mnist/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from pathlib import Path
 
 import jax
-import numpy as np
 from flax import nnx
 
 import smartmixed_jax as sm
@@ -67,7 +67,7 @@ def train(model: nnx.Module, data: app.Dataset, epochs: int, key: jax.Array, lab
     batch_size=128, eval_batch_size=1000, name=label,
   )  # fmt: skip
   nnx.update(model, result.best_params)
-  return result.record()
+  return result.record().to_json()
 
 
 def channel_counts(model: nnx.Module) -> list[dict[str, int]]:
@@ -102,14 +102,16 @@ def run_mlps(data, archs, seeds, epochs1, epochs2):
     pairs = [(act, seed) for seed in seeds for act in names]
     fixed = engine.baselines(config, splits, pairs=pairs, progress=False)
     for i, seed in enumerate(seeds):
-      counts = [dict(zip(names, np.bincount(np.asarray(c[i]), minlength=len(names)).tolist()))
-                for c in smart.choices["argmax"]]  # fmt: skip
-      runs = [("smartmixed", smart.phase2.record(i), [{k: v for k, v in c.items() if v} for c in counts])]
-      runs += [(act, fixed.record(pairs.index((act, seed))), None) for act in names]
-      for model, record, chosen in runs:
-        rows.append({"arch": arch, "seed": seed, "model": model, **{k: record["best"][k] for k in final},
-                     "counts": chosen})  # fmt: skip
-        print(f"  mlp {arch} seed {seed} {model}: test {record['best']['test_accuracy']:.4f}", flush=True)
+      records = [engine.record(dataclasses.replace(config, seed=seed), smart, i)]
+      records += [
+        engine.record(dataclasses.replace(config, seed=seed, baseline=act), fixed, pairs.index((act, seed)))
+        for act in names
+      ]
+      for record in records:
+        counts = record.activation_counts if record.model == "smartmixed" else None
+        rows.append({"arch": arch, "seed": seed, "model": record.model,
+                     **{k: getattr(record.final, k) for k in final}, "counts": counts})  # fmt: skip
+        print(f"  mlp {arch} seed {seed} {record.model}: test {record.final.test_accuracy:.4f}", flush=True)
   return rows
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from records import ACTIVATIONS, MODELS
 from stats import Stat, by_arch_model, phase_test
 
-from smartmixed_jax.app import ARCHITECTURES
+from smartmixed_jax.app import ARCHITECTURES, RunRecord
 from smartmixed_jax.artifacts import pyplot, save_figure
 
 
@@ -61,7 +61,7 @@ def plot_rank_counts(path: Path, ranks: dict[str, Any]) -> str:
   return save_figure(fig, path, dpi=110)
 
 
-def plot_phases(path: Path, runs: Sequence[dict]) -> str:
+def plot_phases(path: Path, runs: Sequence[RunRecord]) -> str:
   plt = pyplot()
   table = by_arch_model(runs)
   archs = [a for a in table if "smartmixed" in table[a]]
@@ -81,7 +81,7 @@ def plot_phases(path: Path, runs: Sequence[dict]) -> str:
   return save_figure(fig, path, dpi=110)
 
 
-def plot_convergence(path: Path, runs: Sequence[dict]) -> str:
+def plot_convergence(path: Path, runs: Sequence[RunRecord]) -> str:
   """Per architecture, validation accuracy per epoch of every model (mean over seeds).
 
   SmartMixed's Phase 2 (the preset's variant) follows its Phase 1; the
@@ -107,7 +107,7 @@ def plot_convergence(path: Path, runs: Sequence[dict]) -> str:
       lowest.append(mean[min(2, length - 1) :].min())
       highest.append(mean.max())
       if model == "smartmixed" and seeds:
-        ax.axvline(next(iter(seeds.values()))["config"]["phase1_epochs"], color="grey", linestyle=":")
+        ax.axvline(next(iter(seeds.values())).config["phase1_epochs"], color="grey", linestyle=":")
     if highest:  # zoom on the last few points of accuracy, where the models differ
       top = max(highest)
       ax.set_ylim(max(min(lowest), top - 5) - 0.2, top + 0.3)
@@ -122,12 +122,12 @@ def plot_convergence(path: Path, runs: Sequence[dict]) -> str:
   return save_figure(fig, path, dpi=100)
 
 
-def _val_curve(run: dict) -> list[float]:
+def _val_curve(run: RunRecord) -> list[float]:
   """A run's validation accuracy per epoch (0 = before training); SmartMixed's Phase 2 after Phase 1."""
-  if run["model"] != "smartmixed":
-    return [e["val_accuracy"] for e in run["phase"]["history"]]
-  phase2 = run["phase2"].get(run["main"], {}).get("history", []) if run["main"] else []
-  return [e["val_accuracy"] for e in run["phase1"]["history"]] + [e["val_accuracy"] for e in phase2[1:]]
+  if run.model != "smartmixed":
+    return [e.val_accuracy for e in run.last.history]
+  phase2 = run.phase2.history if run.phase2 else []
+  return [e.val_accuracy for e in run.phase1.history] + [e.val_accuracy for e in phase2[1:]]
 
 
 def plot_depth_heatmap(path: Path, shares: np.ndarray, counts: np.ndarray) -> str:
@@ -156,7 +156,7 @@ def plot_depth_heatmap(path: Path, shares: np.ndarray, counts: np.ndarray) -> st
   return save_figure(fig, path, dpi=110)
 
 
-def plot_trajectories(path: Path, runs: Sequence[dict], archs: Sequence[str]) -> str:
+def plot_trajectories(path: Path, runs: Sequence[RunRecord], archs: Sequence[str]) -> str:
   """Phase 1: per epoch, the argmax share of each activation in the first and
   last hidden layer, mean over seeds."""
   plt = pyplot()
@@ -168,16 +168,16 @@ def plot_trajectories(path: Path, runs: Sequence[dict], archs: Sequence[str]) ->
   )
   for col, arch in enumerate(archs):
     seeds = list(table[arch]["smartmixed"].values())
-    layers = len(seeds[0]["choices"]["argmax"])
+    layers = len(seeds[0].rule_counts["argmax"])
     for row, layer in enumerate((0, layers - 1)):
       ax = axes[row][col]
       for name in ACTIVATIONS:
         curves = []
         for run in seeds:
-          history = [e for e in run["phase1"]["history"] if "activation_counts" in e]
+          history = [e for e in run.phase1.history if e.activation_counts is not None]
           curves.append(
             [
-              e["activation_counts"][layer].get(name, 0) / sum(e["activation_counts"][layer].values())
+              e.activation_counts[layer].get(name, 0) / sum(e.activation_counts[layer].values())
               for e in history
             ]
           )
@@ -192,7 +192,7 @@ def plot_trajectories(path: Path, runs: Sequence[dict], archs: Sequence[str]) ->
   return save_figure(fig, path, dpi=110)
 
 
-def plot_selection_curves(path: Path, runs: Sequence[dict]) -> str:
+def plot_selection_curves(path: Path, runs: Sequence[RunRecord]) -> str:
   """Per architecture, Phase 1's diagnostics per epoch, averaged over layers and seeds."""
   plt = pyplot()
   panels = (("entropy", "entropy / log 6 (1 = undecided)"), ("p_argmax", "P(argmax) (1/6 = undecided)"),
@@ -205,10 +205,10 @@ def plot_selection_curves(path: Path, runs: Sequence[dict]) -> str:
     if not seeds:
       continue
     for ax, (key, label) in zip(axes, panels):
-      epochs = [e["epoch"] for e in seeds[0]["phase1"]["history"] if "selection" in e]
+      epochs = [e.epoch for e in seeds[0].phase1.history if e.selection is not None]
       values = [
         statistics.fmean(
-          statistics.fmean(layer[key] for layer in run["phase1"]["history"][e]["selection"]) for run in seeds
+          statistics.fmean(getattr(layer, key) for layer in run.phase1.history[e].selection) for run in seeds
         )
         for e in epochs
       ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Sequence
@@ -9,11 +10,12 @@ from pathlib import Path
 from typing import Any, Optional
 
 from smartmixed_jax import DEFAULT_POOL, pool_names
+from smartmixed_jax.app import RunRecord, read_record
 
 ACTIVATIONS = pool_names(DEFAULT_POOL)
+SMARTMIXED = "smartmixed"
 CONTROL = "random_mixture"
-MODELS = ("smartmixed", *ACTIVATIONS)
-FINAL = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
+MODELS = (SMARTMIXED, *ACTIVATIONS)
 FAILED_VAL_ACCURACY = 0.5
 """A SmartMixed run whose Phase 1 or Phase 2 ends below this validation accuracy has failed."""
 DIAGNOSTICS = ("entropy", "decided", "p_argmax", "argmax_changed", "sample_agreement")
@@ -32,23 +34,9 @@ def shown(path: Path) -> str:
   return (path.relative_to(REPO) if path.is_relative_to(REPO) else path).as_posix()
 
 
-def read_records(out: Path) -> list[dict[str, Any]]:
-  """The per-run records under ``out/runs``, migrated to the current shape (see :func:`migrate`)."""
-  return [migrate(json.loads(p.read_text())) for p in sorted(Path(out).glob("runs/*/*/seed*.json"))]
-
-
-def migrate(record: dict[str, Any]) -> dict[str, Any]:
-  """A record as the current sweep writes it; older records are migrated on read, never rewritten.
-
-  Before the sweep trained through the library's engine, its Phase 1 epochs
-  held ``argmax_counts`` (per layer, a count per pool position) where the
-  engine writes ``activation_counts`` (per layer, a count per activation name).
-  """
-  names = record["config"]["pool"]
-  for epoch in record.get("phase1", {}).get("history", []):
-    if "argmax_counts" in epoch:
-      epoch["activation_counts"] = [dict(zip(names, layer)) for layer in epoch.pop("argmax_counts")]
-  return record
+def read_records(out: Path) -> list[RunRecord]:
+  """The per-run records under ``out/runs`` (older shapes migrated on read by :class:`RunRecord`)."""
+  return [read_record(p) for p in sorted(Path(out).glob("runs/*/*/seed*.json"))]
 
 
 def read_settings(out: Path) -> dict[str, Any]:
@@ -62,40 +50,37 @@ def reference_dir(out: Path, settings: dict[str, Any]) -> Optional[Path]:
   return (Path(out) / source).resolve() if source else None
 
 
-def load_runs(out: Path) -> list[dict[str, Any]]:
+def load_runs(out: Path) -> list[RunRecord]:
   """Every run record under ``out/runs``, plus the random-mixture control as a model of its own.
 
   The control is SmartMixed's Phase 2 trained with uniformly random choices
   (the sweep's ``random/<init>`` variant): a mixed network whose choices were
-  not learned. A variant study (``sweep.py --baselines-from``) gets the
-  baselines of its architectures and seeds from that sweep.
+  not learned; its compute is its SmartMixed run's (no cohort of its own). A
+  variant study (``sweep.py --baselines-from``) gets the baselines of its
+  architectures and seeds from that sweep, marked ``borrowed``.
   """
   runs = read_records(out)
   reference = reference_dir(out, read_settings(out))
   if reference:
-    have = {(r["arch"], r["seed"]) for r in runs}
+    have = {(r.arch, r.seed) for r in runs}
     runs += [
-      dict(r, borrowed=True)  # trained by the reference sweep: not this sweep's compute
+      dataclasses.replace(r, borrowed=True)
       for r in read_records(reference)
-      if r["model"] != "smartmixed" and (r["arch"], r["seed"]) in have
+      if r.model != SMARTMIXED and (r.arch, r.seed) in have
     ]
-  for run in [r for r in runs if r["model"] == "smartmixed" and r["main"]]:
-    control = run["phase2"].get(f"random/{run['main'].split('/')[1]}")
-    if control is not None:
-      runs.append({
-        "arch": run["arch"], "seed": run["seed"], "model": CONTROL, "config": run["config"], "control": True,
-        "phase": control, "final": {k: control["best"][k] for k in FINAL},
-      })  # fmt: skip
+  for run in [r for r in runs if r.model == SMARTMIXED and r.main]:
+    name = f"random/{run.main.split('/')[1]}"
+    if name in run.variants:
+      runs.append(RunRecord(CONTROL, run.config, {"phase2": run.variants[name]}, main=name))
   return runs
 
 
-def models_of(runs: Sequence[dict]) -> tuple[str, ...]:
+def models_of(runs: Sequence[RunRecord]) -> tuple[str, ...]:
   """The models present: SmartMixed, the baselines, and the control when the sweep ran it."""
-  present = {r["model"] for r in runs}
+  present = {r.model for r in runs}
   return tuple(m for m in (*MODELS, CONTROL) if m in present)
 
 
-def failed(run: dict) -> bool:
+def failed(run: RunRecord) -> bool:
   """A SmartMixed run that did not learn (a selected validation accuracy below 50%)."""
-  phases = [run["phase1"]["best"]] + ([run["phase2"][run["main"]]["best"]] if run["main"] else [])
-  return any(p["val_accuracy"] < FAILED_VAL_ACCURACY for p in phases)
+  return any(p.best.val_accuracy < FAILED_VAL_ACCURACY for p in run.phases.values())

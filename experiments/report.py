@@ -35,6 +35,7 @@ from figures import (
 )
 from records import (
   ACTIVATIONS,
+  CONTROL,
   DEEP,
   DEPTH_BINS,
   DIAGNOSTICS,
@@ -71,7 +72,7 @@ from stats import (
   rankings,
 )
 
-from smartmixed_jax.app import ARCHITECTURES
+from smartmixed_jax.app import ARCHITECTURES, RunRecord
 from smartmixed_jax.artifacts import atomic_write_bytes
 
 # ----------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def write_report(
   if not runs:
     raise SystemExit(f"No results under {out / 'runs'}: run experiments/sweep.py first.")
   settings = read_settings(out)
-  if all(r["main"] is None for r in runs if r["model"] == "smartmixed"):
+  if all(r.main is None for r in runs if r.model == "smartmixed"):
     return write_selection_report(out, runs, settings)
   table = by_arch_model(runs)
   models = models_of(runs)
@@ -113,9 +114,9 @@ def write_report(
   test, val = accuracy_table(runs, "test"), accuracy_table(runs, "val")
   ranks = rankings(runs, ranked)
   ranks["friedman"] = friedman(runs, ranked)
-  smart = [r for r in runs if r["model"] == "smartmixed"]
-  p1_eval = phase1_eval(smart[0]["config"]) if smart else "argmax"
-  seeds = sorted({r["seed"] for r in runs})
+  smart = [r for r in runs if r.model == "smartmixed"]
+  p1_eval = phase1_eval(smart[0].config) if smart else "argmax"
+  seeds = sorted({r.seed for r in runs})
   gain = phase_gain(runs)
   early = first_last_shares(runs, EARLY)
   deep = first_last_shares(runs, DEEP)
@@ -131,7 +132,7 @@ def write_report(
     ),
     "convergence": plot_convergence(out / "convergence.png", runs),
   }
-  config = runs[0]["config"]
+  config = runs[0].config
   lines = [
     f"# SmartMixed on MNIST: the {len(table)}-architecture study",
     "",
@@ -146,7 +147,7 @@ def write_report(
     f" {config['schedule']} schedule, batch {config['batch_size']}, reference quirks"
     f" {'on' if config.get('softmax_output', config.get('reference_quirks')) else 'off'}, Phase 2 weights"
     f" {'re-initialised' if config['reinit_phase2'] else 'carried over'}). Seeds {seeds};"
-    f" {len(table)} architectures; {sum(not r.get('control') for r in runs)} runs. Accuracy is that of the"
+    f" {len(table)} architectures; {sum(r.model != CONTROL for r in runs)} runs. Accuracy is that of the"
     " epoch with the lowest validation loss (never the untrained epoch 0), in %, mean ± std over seeds."
     " SmartMixed and the baselines of a seed share their initial weights, not their data order (Phase 1"
     " and the baselines shuffle with different keys); Phase 2 variants and controls of a seed share both."
@@ -216,11 +217,13 @@ def write_report(
       seed_runs = list(arch_models["smartmixed"].values())
       phases = [Stat(phase_test(p)(r) for r in seed_runs).fmt() for p in ("phase1", "phase2")]
       epochs = [
-        ", ".join(str(r["phase1"]["best"]["epoch"]) for r in seed_runs),
-        ", ".join(str(r["phase2"][r["main"]]["best"]["epoch"]) for r in seed_runs),
+        ", ".join(str(r.phase1.best.epoch) for r in seed_runs),
+        ", ".join(str(r.phase2.best.epoch) for r in seed_runs),
       ]
-      last = [r["phase1"]["history"][-1] for r in seed_runs]
-      sampled_vs_argmax = [Stat(h[k] for h in last).fmt() for k in ("train_accuracy", "val_accuracy")]
+      last = [r.phase1.history[-1] for r in seed_runs]
+      sampled_vs_argmax = [
+        Stat(getattr(h, k) for h in last).fmt() for k in ("train_accuracy", "val_accuracy")
+      ]
       rows.append([a, *phases, gain.every["per_arch"][a].fmt_ci(), *epochs, *sampled_vs_argmax])
   lines += markdown_table(
     ["architecture", "Phase 1", "Phase 2", "Phase 2 − Phase 1 (95% CI)", "best epoch P1 (per seed)",
@@ -236,14 +239,14 @@ def write_report(
   return path
 
 
-def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, Any]) -> Path:
+def write_selection_report(out: Path, runs: Sequence[RunRecord], settings: dict[str, Any]) -> Path:
   """REPORT.md of a Phase-1-only study: which activations each depth selects, and whether it has settled."""
-  smart = [r for r in runs if r["model"] == "smartmixed"]
-  seeds = sorted({r["seed"] for r in smart})
-  config = smart[0]["config"]
+  smart = [r for r in runs if r.model == "smartmixed"]
+  seeds = sorted({r.seed for r in smart})
+  config = smart[0].config
   early, deep = first_last_shares(runs, EARLY), first_last_shares(runs, DEEP)
   shares, bin_counts = depth_shares(runs)
-  per_seed = [depth_shares([r for r in smart if r["seed"] == s])[0] for s in seeds]
+  per_seed = [depth_shares([r for r in smart if r.seed == s])[0] for s in seeds]
   decided = decisiveness(runs)
   settled = selection_decided(runs)
   figures = {
@@ -252,7 +255,7 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     "trajectories": plot_trajectories(
       out / "phase1_trajectories.png",
       runs,
-      [a for a in ("medium_5layer", "wide_8layer", "wide_14layer") if any(r["arch"] == a for r in smart)],
+      [a for a in ("medium_5layer", "wide_8layer", "wide_14layer") if any(r.arch == a for r in smart)],
     ),
   }
   steps = math.ceil(settings.get("train_examples", 54000) / config["batch_size"]) * config["phase1_epochs"]
@@ -267,7 +270,7 @@ def write_selection_report(out: Path, runs: Sequence[dict], settings: dict[str, 
     f"Phase 1 only: {config['phase1_epochs']} epochs of {settings.get('train_examples', '?')} examples,"
     f" {steps:,} steps of batch {config['batch_size']} (the paper's Phase 1 is 21,100), Adam lr"
     f" {config['learning_rate']} ({config['schedule']}), temperature {config['temperature']}; seeds {seeds};"
-    f" {len({r['arch'] for r in smart})} architectures; {len(smart)} runs;"
+    f" {len({r.arch for r in smart})} architectures; {len(smart)} runs;"
     f" {compute_seconds(runs) / 3600:.1f} h of wall time on {settings.get('backend', '?')}. Choices are the"
     " argmax of each neuron's logits at the lowest-validation-loss epoch.",
     "",
@@ -364,13 +367,10 @@ def _vs_best(models: dict[str, dict[int, dict]]) -> str:
   baselines = [m for m in ACTIVATIONS if m in models]
   if "smartmixed" not in models or not baselines:
     return "–"
-  best = max(
-    baselines, key=lambda m: statistics.fmean(r["final"]["test_accuracy"] for r in models[m].values())
-  )
+  best = max(baselines, key=lambda m: statistics.fmean(r.final.test_accuracy for r in models[m].values()))
   seeds = set(models["smartmixed"]) & set(models[best])
   diff = Stat(
-    models["smartmixed"][s]["final"]["test_accuracy"] - models[best][s]["final"]["test_accuracy"]
-    for s in seeds
+    models["smartmixed"][s].final.test_accuracy - models[best][s].final.test_accuracy for s in seeds
   )
   return f"{diff.fmt_ci()} vs {best}"
 
@@ -387,11 +387,9 @@ def _unsupported(settled: bool) -> str:
 
 def _claims(table, ranks, gain: PhaseGain, early, deep, settings, settled, decided) -> list[str]:
   smart = {a: models["smartmixed"] for a, models in table.items() if "smartmixed" in models}
-  best_arch = max(
-    smart, key=lambda a: statistics.fmean(r["final"]["val_accuracy"] for r in smart[a].values())
-  )
-  best_val = Stat(r["final"]["val_accuracy"] for r in smart[best_arch].values())
-  best_test = Stat(r["final"]["test_accuracy"] for r in smart[best_arch].values())
+  best_arch = max(smart, key=lambda a: statistics.fmean(r.final.val_accuracy for r in smart[a].values()))
+  best_val = Stat(r.final.val_accuracy for r in smart[best_arch].values())
+  best_test = Stat(r.final.test_accuracy for r in smart[best_arch].values())
   sm_rank = ranks["models"]["smartmixed"]
   top3 = Stat(sm_rank["top3_by_seed"])
   lo, hi = PAPER["phase_gain"]
@@ -417,7 +415,7 @@ def _claims(table, ranks, gain: PhaseGain, early, deep, settings, settled, decid
       f" {best_rank:.2f}, Nemenyi CD {fr['cd']:.2f})"
     )
   n_models = len(ranks["models"])
-  config = next(iter(next(iter(smart.values())).values()))["config"]
+  config = next(iter(next(iter(smart.values())).values())).config
   steps = math.ceil(settings.get("train_examples", 54000) / config["batch_size"]) * config["phase1_epochs"]
   return [
     "## The paper's four claims",
@@ -512,7 +510,7 @@ def _depth_verdict(early: dict[str, Stat], deep: dict[str, Stat], decided: bool)
   )
 
 
-def selection_decided(runs: Sequence[dict]) -> bool:
+def selection_decided(runs: Sequence[RunRecord]) -> bool:
   """Has Phase 1's selection settled: are at least half the neurons decided, on average over architectures?"""
   decided = decisiveness(runs)
   return bool(decided) and statistics.fmean(d["decided"].mean for d in decided.values()) >= 0.5
@@ -576,7 +574,7 @@ TEMPERATURE_NOTE = (
 
 
 def _depth_section(runs, shares, bin_counts, early, deep, figures, decided) -> list[str]:
-  smart = [r for r in runs if r["model"] == "smartmixed"]
+  smart = [r for r in runs if r.model == "smartmixed"]
   dropped = [r for r in smart if failed(r)]
   lines = [
     "",
@@ -637,14 +635,14 @@ def _depth_section(runs, shares, bin_counts, early, deep, figures, decided) -> l
 
 
 def _ablation_section(runs, smart) -> list[str]:
-  variants = sorted({v for r in smart for v in r["phase2"]})
+  variants = sorted({v for r in smart for v in r.phase2_variants()})
   if len(variants) < 2:
     return []
-  main = smart[0]["main"]
+  main = smart[0].main
   rule, init = main.split("/")
   other_rule = f"most_frequent/{init}"
   other_init = f"{rule}/{'reinit' if init == 'carry' else 'carry'}"
-  agreement = Stat(statistics.fmean(r["rule_agreement"]) for r in smart)
+  agreement = Stat(statistics.fmean(r.rule_agreement) for r in smart)
   lines = [
     "",
     "## Freeze rules and Phase 2 initialisation",
@@ -675,8 +673,8 @@ def _ablation_section(runs, smart) -> list[str]:
 
 def _controls_section(runs, smart) -> list[str]:
   """Do the learned choices help? Phase 2 against shuffled and random choices, and against not freezing."""
-  variants = {v for r in smart for v in r["phase2"]}
-  main = smart[0]["main"]
+  variants = {v for r in smart for v in r.phase2_variants()}
+  main = smart[0].main
   init = main.split("/")[1]
   rows = []
   for name, label in (("shuffled", "choices shuffled within each layer (same proportions)"),
@@ -684,9 +682,9 @@ def _controls_section(runs, smart) -> list[str]:
     if f"{name}/{init}" in variants:
       diff = paired(runs, phase_test("phase2"), phase_test("phase2", f"{name}/{init}"))
       rows.append([f"learned − {label}", _overall(diff)])
-  if any("phase1_continued" in r for r in smart):
+  if any(r.continued for r in smart):
     continued = paired(
-      runs, phase_test("phase2"), lambda r: r.get("phase1_continued", {}).get("best", {}).get("test_accuracy")
+      runs, phase_test("phase2"), lambda r: r.continued.best.test_accuracy if r.continued else None
     )
     rows.append(
       ["frozen Phase 2 − Phase 1 continued unfrozen (same epochs, schedule, data order)", _overall(continued)]
@@ -714,13 +712,11 @@ def _convergence_section(runs, test, figure) -> list[str]:
       continue
     best = max(baselines, key=lambda m: test[arch][m].mean)
     seeds = list(models[best].values())
-    epochs = len(seeds[0]["phase"]["history"]) - 1
+    epochs = len(seeds[0].last.history) - 1
     late = round(0.75 * epochs)
-    gain = Stat(
-      r["phase"]["history"][-1]["val_accuracy"] - r["phase"]["history"][late]["val_accuracy"] for r in seeds
-    )
+    gain = Stat(r.last.history[-1].val_accuracy - r.last.history[late].val_accuracy for r in seeds)
     rows.append([
-      arch, best, test[arch][best].fmt(), ", ".join(str(r["phase"]["best"]["epoch"]) for r in seeds),
+      arch, best, test[arch][best].fmt(), ", ".join(str(r.last.best.epoch) for r in seeds),
       f"{gain.fmt(100, 2)} (epochs {late}–{epochs})",
     ])  # fmt: skip
   return [
@@ -752,26 +748,26 @@ def _variant_section(out: Path, runs, settings) -> list[str]:
   scale = settings.get("logits_lr_scale", 1.0)
   if reference is None or scale == 1.0:
     return []
-  ref = {(r["arch"], r["seed"]): r for r in read_records(reference) if r["model"] == "smartmixed"}
-  mine = [r for r in runs if r["model"] == "smartmixed" and (r["arch"], r["seed"]) in ref]
+  ref = {(r.arch, r.seed): r for r in read_records(reference) if r.model == "smartmixed"}
+  mine = [r for r in runs if r.model == "smartmixed" and (r.arch, r.seed) in ref]
   if not mine:
     return []
 
   def of_reference(getter):
-    return lambda run: getter(ref[(run["arch"], run["seed"])])
+    return lambda run: getter(ref[(run.arch, run.seed)])
 
   phase2 = paired(mine, phase_test("phase2"), of_reference(phase_test("phase2")))
   phase1 = paired(mine, phase_test("phase1"), of_reference(phase_test("phase1")))
-  theirs = decisiveness([ref[(r["arch"], r["seed"])] for r in mine])
+  theirs = decisiveness([ref[(r.arch, r.seed)] for r in mine])
   ours = decisiveness(mine)
   rows = []
   for arch in ours:
-    seeds = [ref[(r["arch"], r["seed"])] for r in mine if r["arch"] == arch]
+    seeds = [ref[(r.arch, r.seed)] for r in mine if r.arch == arch]
     rows.append([
       arch,
       *(f"{theirs[arch][k].fmt(1, 2)} → {ours[arch][k].fmt(1, 2)}" for k in ("entropy", "decided")),
       Stat(phase_test("phase2")(r) for r in seeds).fmt(),
-      Stat(phase_test("phase2")(r) for r in mine if r["arch"] == arch).fmt(),
+      Stat(phase_test("phase2")(r) for r in mine if r.arch == arch).fmt(),
       phase2["per_arch"][arch].fmt_ci(),
     ])  # fmt: skip
   name = Path(settings["baselines_from"]).name
@@ -801,10 +797,10 @@ def _variant_section(out: Path, runs, settings) -> list[str]:
   ]
 
 
-def _command(out: Path, settings: dict[str, Any], runs: Sequence[dict]) -> str:
+def _command(out: Path, settings: dict[str, Any], runs: Sequence[RunRecord]) -> str:
   """The sweep command that writes (or resumes) this study."""
-  seeds = sorted({r["seed"] for r in runs if r["model"] == "smartmixed"} or settings.get("seeds", []))
-  archs = sorted({r["arch_number"] for r in runs if "arch_number" in r})
+  seeds = sorted({r.seed for r in runs if r.model == "smartmixed"} or settings.get("seeds", []))
+  archs = sorted({list(ARCHITECTURES).index(r.arch) + 1 for r in runs if r.arch in ARCHITECTURES})
   parts = ["python experiments/sweep.py", f"--budget {settings.get('budget', '?')}"]
   parts.append(f"--preset {settings.get('preset', '?')}")
   if archs and len(archs) < len(ARCHITECTURES):
@@ -824,7 +820,7 @@ def _command(out: Path, settings: dict[str, Any], runs: Sequence[dict]) -> str:
 
 def _compute_section(runs, out: Path) -> list[str]:
   cost = paper_budget_seconds(runs)
-  seeds, archs = len({r["seed"] for r in runs}), len({r["arch"] for r in runs})
+  seeds, archs = len({r.seed for r in runs}), len({r.arch for r in runs})
   lines = [
     "",
     "## Compute",

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.stats
 from records import ACTIVATIONS, DEPTH_BINS, DIAGNOSTICS, MODELS, NEMENYI_Q05, failed
 
-from smartmixed_jax.app import ARCHITECTURES
+from smartmixed_jax.app import ARCHITECTURES, RunRecord
 
 
 class Stat(tuple):
@@ -55,20 +55,21 @@ class Stat(tuple):
     return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
 
 
-def by_arch_model(runs: Sequence[dict]) -> dict[str, dict[str, dict[int, dict]]]:
+def by_arch_model(runs: Sequence[RunRecord]) -> dict[str, dict[str, dict[int, RunRecord]]]:
   """``table[arch][model][seed] = run``, architectures in the paper's order."""
-  table: dict[str, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+  table: dict[str, dict[str, dict[int, RunRecord]]] = defaultdict(lambda: defaultdict(dict))
   for run in runs:
-    table[run["arch"]][run["model"]][run["seed"]] = run
+    table[run.arch][run.model][run.seed] = run
   order = {name: i for i, name in enumerate(ARCHITECTURES)}
   return {arch: dict(table[arch]) for arch in sorted(table, key=lambda a: order.get(a, len(order)))}
 
 
-def accuracy_table(runs: Sequence[dict], split: str = "test") -> dict[str, dict[str, Stat]]:
+def accuracy_table(runs: Sequence[RunRecord], split: str = "test") -> dict[str, dict[str, Stat]]:
   """Per architecture and model: accuracy on ``split`` over seeds."""
   return {
     arch: {
-      model: Stat(r["final"][f"{split}_accuracy"] for r in seeds.values()) for model, seeds in models.items()
+      model: Stat(getattr(r.final, f"{split}_accuracy") for r in seeds.values())
+      for model, seeds in models.items()
     }
     for arch, models in by_arch_model(runs).items()
   }
@@ -79,7 +80,7 @@ def rank(scores: dict[str, float]) -> dict[str, int]:
   return {m: 1 + sum(other > s for other in scores.values()) for m, s in scores.items()}
 
 
-def rankings(runs: Sequence[dict], models: Sequence[str] = MODELS) -> dict[str, Any]:
+def rankings(runs: Sequence[RunRecord], models: Sequence[str] = MODELS) -> dict[str, Any]:
   """Rank counts and mean reciprocal rank of ``models`` by test accuracy.
 
   Each (architecture, seed) where all models have finished is one ranking.
@@ -95,12 +96,10 @@ def rankings(runs: Sequence[dict], models: Sequence[str] = MODELS) -> dict[str, 
       continue
     seeds = sorted(set.intersection(*(set(models_runs[m]) for m in models)))
     for seed in seeds:
-      per_seed[seed].append(rank({m: models_runs[m][seed]["final"]["test_accuracy"] for m in models}))
+      per_seed[seed].append(rank({m: models_runs[m][seed].final.test_accuracy for m in models}))
     if seeds:
       on_means.append(
-        rank(
-          {m: statistics.fmean(models_runs[m][s]["final"]["test_accuracy"] for s in seeds) for m in models}
-        )
+        rank({m: statistics.fmean(models_runs[m][s].final.test_accuracy for s in seeds) for m in models})
       )
 
   def summarise(ranks: list[dict[str, int]]) -> dict[str, dict[str, Any]]:
@@ -146,7 +145,7 @@ def paired_p(diffs: Sequence[float]) -> float:
   return float(scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
 
 
-def paired(runs: Sequence[dict], a, b) -> dict[str, Any]:
+def paired(runs: Sequence[RunRecord], a, b) -> dict[str, Any]:
   """``a(run) - b(run)`` over SmartMixed runs (``a``, ``b`` map a run to a number or None).
 
   Returns ``per_arch`` (a :class:`Stat` over seeds per architecture), ``all``
@@ -189,10 +188,10 @@ class PhaseGain:
   left_out: int
 
 
-def phase_gain(runs: Sequence[dict]) -> PhaseGain:
+def phase_gain(runs: Sequence[RunRecord]) -> PhaseGain:
   """Phase 2 − Phase 1 over the runs that learned, and over every run."""
   gain = lambda rs: paired(rs, phase_test("phase2"), phase_test("phase1"))  # noqa: E731
-  learned = [r for r in runs if r["model"] != "smartmixed" or not failed(r)]
+  learned = [r for r in runs if r.model != "smartmixed" or not failed(r)]
   return PhaseGain(gain(learned), gain(runs), len(runs) - len(learned))
 
 
@@ -205,7 +204,7 @@ def _overall(diff: dict[str, Any]) -> str:
   )
 
 
-def friedman(runs: Sequence[dict], models: Sequence[str]) -> dict[str, Any]:
+def friedman(runs: Sequence[RunRecord], models: Sequence[str]) -> dict[str, Any]:
   """Friedman's test over architectures (seed-mean test accuracy), and Nemenyi's critical difference.
 
   Returns mean ranks (average ranks for ties; 1 = best), the statistic, its
@@ -215,9 +214,7 @@ def friedman(runs: Sequence[dict], models: Sequence[str]) -> dict[str, Any]:
   rows = []
   for models_runs in by_arch_model(runs).values():
     if all(m in models_runs for m in models):
-      rows.append(
-        [statistics.fmean(r["final"]["test_accuracy"] for r in models_runs[m].values()) for m in models]
-      )
+      rows.append([statistics.fmean(r.final.test_accuracy for r in models_runs[m].values()) for m in models])
   if len(rows) < 2 or len(models) < 3:
     return {}
   ranks = np.array([scipy.stats.rankdata([-v for v in row]) for row in rows])
@@ -235,9 +232,9 @@ def phase_test(phase: str, variant: Optional[str] = None):
 
   def get(run):
     if phase == "phase1":
-      return run["phase1"]["best"]["test_accuracy"]
-    entry = run["phase2"].get(variant or run["main"])
-    return None if entry is None else entry["best"]["test_accuracy"]
+      return run.phase1.best.test_accuracy
+    entry = run.phase2_variants().get(variant or run.main)
+    return None if entry is None else entry.best.test_accuracy
 
   return get
 
@@ -248,7 +245,7 @@ def relative_depth(layer: int, layers: int) -> float:
 
 
 def depth_shares(
-  runs: Sequence[dict], bins: int = DEPTH_BINS, rule: str = "argmax"
+  runs: Sequence[RunRecord], bins: int = DEPTH_BINS, rule: str = "argmax"
 ) -> tuple[np.ndarray, np.ndarray]:
   """``([activations, bins], [bins])``: mean share of each activation among the
   frozen choices of the hidden layers whose relative depth falls in each bin
@@ -256,22 +253,24 @@ def depth_shares(
   and how many layers each bin holds."""
   sums, counts = np.zeros((len(ACTIVATIONS), bins)), np.zeros(bins)
   for run in runs:
-    if run["model"] != "smartmixed" or failed(run):
+    if run.model != "smartmixed" or failed(run):
       continue
-    layers = run["choices"][rule]
+    layers = run.rule_counts[rule]
     for i, layer_counts in enumerate(layers):
       b = min(int(relative_depth(i, len(layers)) * bins), bins - 1)
-      sums[:, b] += np.asarray(layer_counts) / sum(layer_counts)
+      sums[:, b] += np.asarray([layer_counts.get(a, 0) for a in ACTIVATIONS]) / sum(layer_counts.values())
       counts[b] += 1
   with np.errstate(invalid="ignore"):
     return sums / counts, counts
 
 
-def _group_share(counts: Sequence[int], group: Sequence[str]) -> float:
-  return sum(counts[ACTIVATIONS.index(g)] for g in group) / sum(counts)
+def _group_share(counts: dict[str, int], group: Sequence[str]) -> float:
+  return sum(counts.get(g, 0) for g in group) / sum(counts.values())
 
 
-def first_last_shares(runs: Sequence[dict], group: Sequence[str], min_layers: int = 3) -> dict[str, Stat]:
+def first_last_shares(
+  runs: Sequence[RunRecord], group: Sequence[str], min_layers: int = 3
+) -> dict[str, Stat]:
   """Share of the activations in ``group`` in the first and the last hidden
   layer of networks with at least ``min_layers`` hidden layers, ``shift``
   (first minus last, paired within each run) and ``rise`` (last minus
@@ -281,25 +280,29 @@ def first_last_shares(runs: Sequence[dict], group: Sequence[str], min_layers: in
     k: defaultdict(list) for k in ("first", "last", "shift", "rise")
   }
   for run in runs:
-    if run["model"] != "smartmixed" or failed(run) or len(run["choices"]["argmax"]) < min_layers:
+    if run.model != "smartmixed" or failed(run) or len(run.rule_counts["argmax"]) < min_layers:
       continue
-    layers = run["choices"]["argmax"]
+    layers = run.rule_counts["argmax"]
     first, last = _group_share(layers[0], group), _group_share(layers[-1], group)
     for where, value in (("first", first), ("last", last), ("shift", first - last), ("rise", last - first)):
-      per_seed[where][run["seed"]].append(value)
+      per_seed[where][run.seed].append(value)
   return {where: Stat(statistics.fmean(v) for v in seeds.values()) for where, seeds in per_seed.items()}
 
 
-def decisiveness(runs: Sequence[dict]) -> dict[str, dict[str, Stat]]:
+def decisiveness(runs: Sequence[RunRecord]) -> dict[str, dict[str, Stat]]:
   """Per architecture, Phase 1's last-epoch selection diagnostics (mean over layers; spread over seeds)."""
   keys = DIAGNOSTICS
   out = {}
   for arch, models in by_arch_model(runs).items():
-    rows = [r["phase1"]["history"][-1].get("selection") for r in models.get("smartmixed", {}).values()]
+    rows = [r.phase1.history[-1].selection for r in models.get("smartmixed", {}).values()]
     rows = [r for r in rows if r]
     if rows:
       out[arch] = {
-        k: Stat(statistics.fmean(layer[k] for layer in row if k in layer) for row in rows) for k in keys
+        k: Stat(
+          statistics.fmean(getattr(layer, k) for layer in row if getattr(layer, k) is not None)
+          for row in rows
+        )
+        for k in keys
       }
   return out
 
@@ -316,7 +319,7 @@ def phase1_eval_words(kind: str) -> str:
   return "each neuron's argmax activation"
 
 
-def phase1_accuracy(runs: Sequence[dict]) -> list[list[str]]:
+def phase1_accuracy(runs: Sequence[RunRecord]) -> list[list[str]]:
   """Per architecture: Phase 1's selected epochs (per seed), then its training, validation and test
   accuracy there (mean ± std over seeds)."""
   rows = []
@@ -324,25 +327,21 @@ def phase1_accuracy(runs: Sequence[dict]) -> list[list[str]]:
     seeds = list(models.get("smartmixed", {}).values())
     if not seeds:
       continue
-    best = [r["phase1"]["best"] for r in seeds]
-    trained = Stat(r["phase1"]["history"][b["epoch"]].get("train_accuracy") for r, b in zip(seeds, best))
+    best = [r.phase1.best for r in seeds]
+    trained = Stat(r.phase1.history[b.epoch].train_accuracy for r, b in zip(seeds, best))
     rows.append([
-      arch, ", ".join(str(b["epoch"]) for b in best), trained.fmt(),
-      *(Stat(b[k] for b in best).fmt() for k in ("val_accuracy", "test_accuracy")),
+      arch, ", ".join(str(b.epoch) for b in best), trained.fmt(),
+      *(Stat(getattr(b, k) for b in best).fmt() for k in ("val_accuracy", "test_accuracy")),
     ])  # fmt: skip
   return rows
 
 
-def compute_seconds(runs: Sequence[dict]) -> float:
+def compute_seconds(runs: Sequence[RunRecord]) -> float:
   """Wall time of the sweep: each cohort's time, shared among the runs it wrote (not borrowed baselines)."""
-  return sum(
-    run["cohort"]["seconds"] / run["cohort"]["runs"]
-    for run in runs
-    if not run.get("control") and not run.get("borrowed")
-  )
+  return sum(run.cohort.seconds / run.cohort.runs for run in runs if run.cohort and not run.borrowed)
 
 
-def paper_budget_seconds(runs: Sequence[dict], full_train: int = 54_000) -> dict[str, float]:
+def paper_budget_seconds(runs: Sequence[RunRecord], full_train: int = 54_000) -> dict[str, float]:
   """What the reference budget (50 + 350 epochs, baselines 400) would take on the
   machine that ran this sweep, from its measured epoch times: training time
   scaled by ``full_train / train_examples``, evaluation (full validation set)
@@ -350,22 +349,20 @@ def paper_budget_seconds(runs: Sequence[dict], full_train: int = 54_000) -> dict
 
   def epoch_time(history, train_examples):
     epochs = history[1:]
-    train = statistics.median(e["train_seconds"] for e in epochs)
-    evaluate = statistics.median(e["eval_seconds"] for e in epochs)
+    train = statistics.median(e.train_seconds for e in epochs)
+    evaluate = statistics.median(e.eval_seconds for e in epochs)
     return train * full_train / train_examples + evaluate
 
   total = defaultdict(float)
   for run in runs:
-    if run.get("control"):
+    if run.cohort is None:  # a control: its compute is its SmartMixed run's
       continue
-    n = run["config"]["train_limit"] or full_train
-    share = 1 / run["cohort"]["runs"]
-    if run["model"] == "smartmixed":
-      phase2 = run["phase2"][run["main"]]["history"]  # the cohort trained every variant at once
-      total["smartmixed"] += share * (
-        50 * epoch_time(run["phase1"]["history"], n) + 350 * epoch_time(phase2, n)
-      )
+    n = run.config["train_limit"] or full_train
+    share = 1 / run.cohort.runs
+    if run.model == "smartmixed":
+      phase2 = run.phase2.history  # the cohort trained every variant at once
+      total["smartmixed"] += share * (50 * epoch_time(run.phase1.history, n) + 350 * epoch_time(phase2, n))
     else:
-      total["baselines"] += share * 400 * epoch_time(run["phase"]["history"], n)
+      total["baselines"] += share * 400 * epoch_time(run.last.history, n)
   total["all"] = total["smartmixed"] + total["baselines"]
   return dict(total)

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import jax
-import numpy as np
 from tqdm.auto import tqdm
 
 import smartmixed_jax as sm
@@ -46,8 +45,6 @@ RESULTS = Path(__file__).parent / "results"
 BASELINES = sm.pool_names(sm.DEFAULT_POOL)
 MODELS = ("smartmixed", *BASELINES)
 MAIN_RULE = "argmax"
-FINAL = ("val_loss", "val_accuracy", "test_loss", "test_accuracy")
-RULES = ("argmax", "most_frequent")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,11 +95,6 @@ def make_configs(arch: str, preset: str, budget: Budget, seed: int, **overrides)
 # SmartMixed and the baselines of one architecture, each a cohort through the library's engine.
 
 
-def _counts(per_neuron: Sequence[np.ndarray], k: int) -> list[list[int]]:
-  """Per layer, how many neurons use each of the ``k`` activations."""
-  return [np.bincount(np.asarray(c), minlength=k).tolist() for c in per_neuron]
-
-
 def run_smartmixed(
   arch: str,
   seeds: Sequence[int],
@@ -113,7 +105,7 @@ def run_smartmixed(
   controls: bool = True,
   progress: bool = True,
   devices: int = 1,
-) -> dict[int, dict[str, Any]]:
+) -> dict[int, app.RunRecord]:
   """Phase 1 of every seed as one program, then every Phase 2 variant as one.
 
   The variants: the preset's Phase 2 (argmax freeze; weights carried over or
@@ -125,7 +117,6 @@ def run_smartmixed(
   variants of a seed share its Phase 2 data order.
   """
   config = make(arch, seed=seeds[0])
-  k = len(config.pool)
   preset_init = engine.preset_variant(config)[1]
   other_init = "carry" if preset_init == "reinit" else "reinit"
   variants = [(MAIN_RULE, preset_init)]
@@ -139,29 +130,7 @@ def run_smartmixed(
     config, splits, seeds=seeds, variants=variants, continue_phase1=controls and bool(variants),
     devices=devices, progress=progress,
   )  # fmt: skip
-  main = f"{MAIN_RULE}/{preset_init}" if variants else None
-  runs = {}
-  for i, seed in enumerate(seeds):
-    per_rule = {rule: [np.asarray(c[i]) for c in result.choices[rule]] for rule in RULES}
-    phase2 = {
-      f"{rule}/{init}": result.phase2.record(v * len(seeds) + i) for v, (rule, init) in enumerate(variants)
-    }
-    final = phase2[main]["best"] if main else result.phase1.record(i)["best"]
-    runs[seed] = {
-      **({"phase1_continued": result.continued.record(i)} if result.continued else {}),
-      "model": "smartmixed",
-      "config": make(arch, seed=seed).to_dict(),
-      "phase1": result.phase1.record(i),
-      "phase2": phase2,
-      "main": main,
-      "final": {key: final[key] for key in FINAL},
-      "choices": {rule: _counts(c, k) for rule, c in per_rule.items()},
-      "rule_agreement": [
-        float(np.mean(a == b)) for a, b in zip(per_rule["argmax"], per_rule["most_frequent"])
-      ],
-      "cohort": {"runs": len(seeds), "seconds": result.seconds},
-    }
-  return runs
+  return {seed: engine.record(make(arch, seed=seed), result, i) for i, seed in enumerate(seeds)}
 
 
 def run_baselines(
@@ -172,22 +141,16 @@ def run_baselines(
   *,
   progress: bool = True,
   devices: int = 1,
-) -> dict[tuple[str, int], dict[str, Any]]:
+) -> dict[tuple[str, int], app.RunRecord]:
   """Fixed-activation MLPs, one per ``(activation, seed)`` pair, as one program (the same initial
   weights as SmartMixed's for the same seed)."""
-  config = make(arch, seed=pairs[0][1])
-  result = engine.baselines(config, splits, pairs=pairs, devices=devices, progress=progress)
-  runs = {}
-  for m, (act, seed) in enumerate(pairs):
-    record = result.record(m)
-    runs[(act, seed)] = {
-      "model": act,
-      "config": make(arch, seed=seed, baseline=act).to_dict(),
-      "phase": record,
-      "final": {key: record["best"][key] for key in FINAL},
-      "cohort": {"runs": len(pairs), "seconds": result.seconds},
-    }
-  return runs
+  result = engine.baselines(
+    make(arch, seed=pairs[0][1]), splits, pairs=pairs, devices=devices, progress=progress
+  )
+  return {
+    (act, seed): engine.record(make(arch, seed=seed, baseline=act), result, m)
+    for m, (act, seed) in enumerate(pairs)
+  }
 
 
 # ----------------------------------------------------------------------------
@@ -198,11 +161,10 @@ def run_path(out: Path, arch: str, model: str, seed: int) -> Path:
   return out / "runs" / arch / model / f"seed{seed}.json"
 
 
-def _write_run(out: Path, arch: str, seed: int, record: dict[str, Any]) -> None:
-  record = {"arch": arch, "arch_number": arch_number(arch), "seed": seed, **record}
-  path = run_path(out, arch, record["model"], seed)
+def _write_run(out: Path, record: app.RunRecord) -> None:
+  path = run_path(out, record.arch, record.model, record.seed)
   path.parent.mkdir(parents=True, exist_ok=True)
-  write_json(path, record)
+  write_json(path, record.to_json())
 
 
 def check_settings(out: Path, settings: dict[str, Any]) -> None:
@@ -294,15 +256,15 @@ def sweep(
       f"{arch} {kind if kind == 'smartmixed' else '+'.join(sorted({a for a, _ in items}))}"
     )
     if kind == "smartmixed":
-      for seed, record in run_smartmixed(
+      for record in run_smartmixed(
         arch, items, make, splits, ablation=ablation, controls=controls, progress=progress, devices=devices
-      ).items():
-        _write_run(out, arch, seed, record)
+      ).values():
+        _write_run(out, record)
         written += 1
     else:
       baselines = run_baselines(arch, items, make, splits, progress=progress, devices=devices)
-      for (_, seed), record in baselines.items():
-        _write_run(out, arch, seed, record)
+      for record in baselines.values():
+        _write_run(out, record)
         written += 1
   return written
 

@@ -2,7 +2,8 @@
 
 The paper's 18 architectures, run configurations and presets, the offline
 data sets (MNIST, Fashion-MNIST) and :func:`train_and_evaluate`, which owns a
-run directory (lock, checkpoints, resumption, results and plots). The library
+run directory (lock, checkpoints, resumption, results and plots), and
+:class:`RunRecord`, the one record every run and study writes. The library
 a researcher composes (pool, parameters, selection, freeze, ``fit``,
 diagnostics, export) is the top level, ``smartmixed_jax``; the two-phase
 engine both tiers train through is ``smartmixed_jax.engine``.
@@ -16,6 +17,16 @@ Example:
 
 from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, Config, make_config
 from smartmixed_jax._src.data import DataError, Dataset, Split, load_dataset, load_mnist
+from smartmixed_jax._src.record import (
+  SCHEMA_VERSION,
+  Cohort,
+  Epoch,
+  LayerSelection,
+  Metrics,
+  PhaseRecord,
+  RunRecord,
+  read_record,
+)
 from smartmixed_jax._src.run import RunResult, device_splits, load_run, train_and_evaluate
 from smartmixed_jax._src.rundir import RunBusyError, Stopped
 
@@ -27,6 +38,14 @@ __all__ = [
   "train_and_evaluate",
   "RunResult",
   "load_run",
+  "RunRecord",
+  "PhaseRecord",
+  "Epoch",
+  "Metrics",
+  "LayerSelection",
+  "Cohort",
+  "SCHEMA_VERSION",
+  "read_record",
   "RunBusyError",
   "Stopped",
   "device_splits",

@@ -71,12 +71,14 @@ def test_every_config_field_is_covered():
 
 
 def _histories(phases, metrics=METRICS):
-  return [[{k: e[k] for k in metrics if k in e} for e in phase["history"]] for phase in phases]
+  """Per phase, per epoch, the ``metrics`` it has (epoch 0 has no training metrics)."""
+  pick = lambda e: {k: getattr(e, k) for k in metrics if getattr(e, k) is not None}  # noqa: E731
+  return [[pick(e) for e in p.history] for p in phases]
 
 
 def _run(data, **overrides):
-  summary = app.train_and_evaluate(make(ARCH, **overrides), data, progress=False).summary()
-  return summary, _histories(summary["phases"].values())
+  record = app.train_and_evaluate(make(ARCH, **overrides), data, progress=False).record
+  return record, _histories(record.phases.values())
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +89,7 @@ def default_run(data):
 @pytest.mark.parametrize("group", FIELDS)
 def test_a_cohort_of_one_trains_what_the_run_trains(group, data, default_run):
   overrides = FIELDS[group]
-  summary, run = _run(data, **overrides)
+  record, run = _run(data, **overrides)
   assert run != default_run[1], f"{group} changed nothing: the test could not tell it is ignored"
   limit = overrides.get("train_limit")
   splits = app.device_splits(data, limit)
@@ -95,27 +97,27 @@ def test_a_cohort_of_one_trains_what_the_run_trains(group, data, default_run):
     ARCH, [3], lambda arch, **kw: make(arch, **{**overrides, **kw}), splits, ablation=False,
     controls=False, progress=False,
   )[3]  # fmt: skip
-  assert cohort["config"] == summary["config"]
+  assert cohort.config == record.config
   # Phase 1 is the same program, vmapped over one model; Phase 2 computes the frozen, grouped network
   # with its choices as data, which permutes no neurons: the same function up to float round-off.
   # In bfloat16 that round-off is ~1e-3 and moves single examples across the argmax: losses only.
   metrics, rtol = (LOSSES, 1e-2) if group == "dtype" else (METRICS, 2e-5)
-  together = _histories([cohort["phase1"], cohort["phase2"][cohort["main"]]], metrics)
-  chex.assert_trees_all_close(together, _histories(summary["phases"].values(), metrics), rtol=rtol, atol=2e-5)
+  assert list(cohort.phases) == list(record.phases) == ["phase1", "phase2"] and cohort.main == record.main
+  together = _histories(cohort.phases.values(), metrics)
+  chex.assert_trees_all_close(together, _histories(record.phases.values(), metrics), rtol=rtol, atol=2e-5)
   assert [len(h) for h in together] == [len(h) for h in run]
-  names = summary["config"]["pool"]
-  counts = [{n: c for n, c in zip(names, layer) if c} for layer in cohort["choices"]["argmax"]]
+  names = record.config["pool"]
   if group != "dtype":
-    assert counts == summary["activation_counts"]
+    assert cohort.activation_counts == record.activation_counts
   else:  # a logit tie within bfloat16's round-off may flip one neuron's argmax
-    for ours, theirs in zip(counts, summary["activation_counts"]):
+    for ours, theirs in zip(cohort.activation_counts, record.activation_counts):
       assert sum(abs(ours.get(n, 0) - theirs.get(n, 0)) for n in names) <= 2
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_a_baseline_cohort_of_one_trains_what_the_baseline_run_trains(data, dtype):
   config = make(ARCH, baseline="tanh", dtype=dtype)
-  alone = app.train_and_evaluate(config, data, progress=False).summary()["phases"]["tanh"]
+  alone = app.train_and_evaluate(config, data, progress=False).record.phases["tanh"]
   splits = app.device_splits(data)
   cohort = engine.baselines(config, splits, pairs=[("tanh", 3)], progress=False).record(0)
   metrics, rtol = (LOSSES, 1e-3) if dtype == "bfloat16" else (METRICS, 1e-5)

@@ -168,7 +168,7 @@ def test_resume_may_change_the_learning_rate_and_records_it(unfinished_run, data
   assert done.returncode == 0, done.stderr
   summary = json.loads((out / "results.json").read_text())
   changed = {"learning_rate": [0.001, 0.0005], "skip_nonfinite": [False, True]}
-  assert summary["resumed_with_changes"] == [{"from_checkpoint": 2, "changed": changed}]
+  assert summary["resumes"] == [{"from_checkpoint": 2, "changed": changed}]
 
 
 def test_a_second_run_into_a_busy_directory_is_refused_naming_the_pid(tmp_path, data_args):

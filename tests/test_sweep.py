@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from smartmixed_jax import app
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
 import records  # noqa: E402
@@ -18,15 +20,18 @@ import sweep  # noqa: E402
 MODELS = records.MODELS
 
 
-def _run(arch, model, seed, test, val=None, **extra):
-  record = {
-    "arch": arch,
-    "model": model,
-    "seed": seed,
-    "final": {"test_accuracy": test, "val_accuracy": test if val is None else val},
-    "cohort": {"runs": 1, "seconds": 1.0},
-  }
-  return {**record, **extra}
+def _phase(test, val):
+  return app.PhaseRecord(app.Metrics(1, 0.1, val, 0.1, test), history=[], seconds=1.0)
+
+
+def _run(arch, model, seed, test, val=None, phase1=None, **fields):
+  """A hand-made record: ``test`` is the final test accuracy; SmartMixed's Phase 1 reaches ``phase1``."""
+  val = test if val is None else val
+  phases, main = {model: _phase(test, val)}, None
+  if model == "smartmixed":
+    phases, main = {"phase1": _phase(phase1 or test, val), "phase2": _phase(test, val)}, "argmax/carry"
+  config = {"arch": arch, "seed": seed}
+  return app.RunRecord(model, config, phases, main=main, cohort=app.Cohort(1, 1.0), **fields)
 
 
 # Test accuracies: two architectures x two seeds x seven models.
@@ -75,7 +80,7 @@ def test_rankings_of_hand_made_results():
 
 
 def test_incomplete_architectures_are_not_ranked():
-  runs = [r for r in _hand_runs() if not (r["arch"] == "wide_2layer" and r["model"] == "selu")]
+  runs = [r for r in _hand_runs() if not (r.arch == "wide_2layer" and r.model == "selu")]
   ranks = stats.rankings(runs)
   assert ranks["rankings"] == 2 and ranks["archs"] == 1
 
@@ -112,10 +117,9 @@ def test_friedman_on_hand_made_results():
 
 
 def _smart(seed, p1, val=0.97, first=(3, 0, 0, 1, 0, 0)):
-  best = lambda test: {"test_accuracy": test, "val_accuracy": val, "epoch": 1}  # noqa: E731
-  return _run("wide_2layer", "smartmixed", seed, 0.98, phase1={"best": best(p1)},
-              phase2={"argmax/carry": {"best": best(0.98)}}, main="argmax/carry",
-              choices={"argmax": [list(first), [0, 0, 0, 0, 1, 1], [0, 0, 0, 0, 0, 2]]})  # fmt: skip
+  layers = [first, (0, 0, 0, 0, 1, 1), (0, 0, 0, 0, 0, 2)]
+  counts = [{a: n for a, n in zip(records.ACTIVATIONS, layer) if n} for layer in layers]
+  return _run("wide_2layer", "smartmixed", seed, 0.98, val=val, phase1=p1, rule_counts={"argmax": counts})
 
 
 def test_phase_gain_and_depth_shares():
@@ -171,19 +175,21 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 2 * 7 * 2
   runs = records.load_runs(tmp_path)
   assert len(runs) == 28 + 4  # and the random-mixture control of each SmartMixed run
-  assert sum(r["model"] == records.CONTROL for r in runs) == 4
-  smart = json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", 1).read_text())
-  assert smart["arch_number"] == 4 and smart["config"]["seed"] == 1 and smart["config"]["train_limit"] == 512
-  assert set(smart["phase2"]) == {"argmax/carry", "most_frequent/carry", "argmax/reinit", "shuffled/carry",
-                                  "random/carry"}  # fmt: skip
-  assert smart["phase1_continued"]["epochs"] == 1
-  assert set(smart["phase1"]["history"][1]["selection"][0]) >= {"entropy", "p_argmax", "argmax_changed"}
-  assert [sum(layer.values()) for layer in smart["phase1"]["history"][1]["activation_counts"]] == [256, 128]
-  assert [len(layer) for layer in smart["phase1"]["history"][1]["sample_shares"]] == [6, 6]
-  assert [sum(layer) for layer in smart["choices"]["most_frequent"]] == [256, 128]
-  assert 0.3 < smart["final"]["test_accuracy"] <= 1 and smart["final"] == {
-    k: smart["phase2"]["argmax/carry"]["best"][k] for k in smart["final"]
-  }
+  assert sum(r.model == records.CONTROL for r in runs) == 4
+  path = sweep.run_path(tmp_path, "small_3layer", "smartmixed", 1)
+  assert json.loads(path.read_text())["schema_version"] == app.SCHEMA_VERSION
+  smart = app.read_record(path)
+  assert smart.arch == "small_3layer" and smart.seed == 1 and smart.config["train_limit"] == 512
+  assert list(smart.phase2_variants()) == ["argmax/carry", "most_frequent/carry", "argmax/reinit",
+                                           "shuffled/carry", "random/carry"]  # fmt: skip
+  assert smart.continued.epochs == 1
+  epoch = smart.phase1.history[1]
+  assert epoch.selection[0].argmax_changed is not None and 0 <= epoch.selection[0].entropy <= 1
+  assert [sum(layer.values()) for layer in epoch.activation_counts] == [256, 128]
+  assert [len(layer) for layer in epoch.sample_shares] == [6, 6]
+  assert [sum(layer.values()) for layer in smart.rule_counts["most_frequent"]] == [256, 128]
+  assert smart.activation_counts == smart.rule_counts["argmax"] and len(smart.rule_agreement) == 2
+  assert 0.3 < smart.final.test_accuracy <= 1 and smart.final == smart.phase2_variants()["argmax/carry"].best
   # A rerun does nothing; a lost run is redone alone; other settings are refused.
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 0
   sweep.run_path(tmp_path, "simple_2layer", "tanh", 1).unlink()
@@ -194,9 +200,9 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
   vargs = dict(kwargs, archs=["small_3layer"], logits_lr_scale=300.0, baselines_from=tmp_path)
   assert sweep.sweep(variant, mnist, **vargs) == 2
   assert json.loads((variant / "sweep.json").read_text())["baselines_from"] == ".."
-  fast = json.loads(sweep.run_path(variant, "small_3layer", "smartmixed", 1).read_text())
-  assert fast["config"]["logits_lr_scale"] == 300.0
-  last = lambda run: run["phase1"]["history"][-1]["selection"][0]["entropy"]  # noqa: E731
+  fast = app.read_record(sweep.run_path(variant, "small_3layer", "smartmixed", 1))
+  assert fast.config["logits_lr_scale"] == 300.0
+  last = lambda run: run.phase1.history[-1].selection[0].entropy  # noqa: E731
   assert last(fast) < last(smart) - 0.03  # 300x faster logits decide sooner (4 steps here)
   vtext = report.write_report(variant).read_text()
   assert (
@@ -205,7 +211,7 @@ def test_tiny_sweep_end_to_end_resumes_and_reports(mnist, tmp_path, monkeypatch)
     and "| simple_2layer |" not in vtext
   )
   assert stats.rankings(records.load_runs(variant))["rankings"] == 2  # baselines came from the reference
-  own = [r for r in records.load_runs(variant) if not r.get("borrowed")]
+  own = [r for r in records.load_runs(variant) if not r.borrowed]
   assert stats.compute_seconds(records.load_runs(variant)) == stats.compute_seconds(own) > 0
   with pytest.raises(SystemExit, match="phase1_epochs: 1 there, 2 here"):
     sweep.sweep(tmp_path / "other", mnist, **dict(vargs, budget="tiny2"))
@@ -239,17 +245,17 @@ def test_selection_study_trains_phase1_only_and_reports_it(mnist, tmp_path, monk
   monkeypatch.setitem(sweep.BUDGETS, "tiny_selection", sweep.Budget(2, 0, 512))
   kwargs = dict(archs=["small_3layer"], seeds=[0, 1], budget="tiny_selection", progress=False)
   assert sweep.sweep(tmp_path, mnist, **kwargs) == 2  # SmartMixed only: no baselines, no Phase 2
-  run = json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", 0).read_text())
-  assert run["main"] is None and run["phase2"] == {} and run["phase1"]["epochs"] == 2
-  assert run["final"]["test_accuracy"] == run["phase1"]["best"]["test_accuracy"]
-  assert len(run["phase1"]["history"][2]["selection"]) == 2
+  run = app.read_record(sweep.run_path(tmp_path, "small_3layer", "smartmixed", 0))
+  assert run.main is None and run.phase2 is None and run.phase1.epochs == 2 and run.activation_counts is None
+  assert run.final == run.phase1.best and set(run.rule_counts) == {"argmax", "most_frequent"}
+  assert len(run.phase1.history[2].selection) == 2
   text = report.write_report(tmp_path).read_text()
   for part in ("Has the selection settled?", "Preferences by depth", "Gumbel-max", "95% CI over seeds"):
     assert part in text, part
   # Phase 1's accuracy at each seed's selected epoch, evaluated with the argmax (the recommended preset).
-  runs = [json.loads(sweep.run_path(tmp_path, "small_3layer", "smartmixed", s).read_text()) for s in (0, 1)]
-  test = stats.Stat(r["phase1"]["best"]["test_accuracy"] for r in runs).fmt()
-  epochs = ", ".join(str(r["phase1"]["best"]["epoch"]) for r in runs)
+  runs = [app.read_record(sweep.run_path(tmp_path, "small_3layer", "smartmixed", s)) for s in (0, 1)]
+  test = stats.Stat(r.phase1.best.test_accuracy for r in runs).fmt()
+  epochs = ", ".join(str(r.phase1.best.epoch) for r in runs)
   assert "| train, sampled | val, argmax | test, argmax |" in text
   assert f"| small_3layer | {epochs} |" in text
   assert "decays to zero over Phase 1 (cosine)" in text  # why argmax changes fade near the end
@@ -266,7 +272,7 @@ def test_adaptive_switch_study_pairs_runs_and_reports(mnist, tmp_path, monkeypat
   assert adaptive_switch.run_all(tmp_path, mnist, **kwargs, progress=False) == 2
   assert adaptive_switch.run_all(tmp_path, mnist, **kwargs, progress=False) == 0  # resumable per run
   runs = adaptive_switch.load(tmp_path)[("small_3layer", 1.0, 0)]
-  assert runs["fixed"]["phases"]["phase1"]["epochs"] == 3 and runs["adaptive_p1_t1"]["switch_epoch"] == 1
+  assert runs["fixed"].phase1.epochs == 3 and runs["adaptive_p1_t1"].switch_epoch == 1
   text = adaptive_switch.write_report(tmp_path).read_text()
   assert "| small_3layer | 1 | 1 / 1 | 1 | 67 (n = 1) | " in text and "--budget tiny" in text, text
   assert "--thresholds 1" in text and (tmp_path / "argmax_changed.png").stat().st_size > 1000

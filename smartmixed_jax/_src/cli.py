@@ -17,6 +17,7 @@ from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, SCHEDULES, Config
 from smartmixed_jax._src.data import DATASETS, DataError, load_dataset
 from smartmixed_jax._src.loop import NonFiniteError
 from smartmixed_jax._src.pool import ACTIVATIONS
+from smartmixed_jax._src.record import RunRecord
 from smartmixed_jax._src.run import train_and_evaluate
 from smartmixed_jax._src.rundir import CHECKPOINTS, RunBusyError, Stopped
 
@@ -273,23 +274,22 @@ def _resume_config(args: argparse.Namespace) -> Config:
   return dataclasses.replace(config, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _print_summary(summary: dict, out: Path) -> None:
+def _print_summary(record: RunRecord, out: Path) -> None:
   print()
   print(f"{'phase':<10}{'best epoch':>11}{'val acc':>10}{'test acc':>10}{'val loss':>10}{'epoch s':>9}")
-  for name, p in summary["phases"].items():  # noqa: B007
-    b = p["best"]
-    epoch_s = p["median_epoch_train_seconds"] or 0.0
+  for name, phase in record.phases.items():
+    b = phase.best
+    epoch_s = phase.median_seconds("train") or 0.0
     print(
-      f"{name:<10}{b['epoch']:>11}{b['val_accuracy']:>10.4f}{b['test_accuracy']:>10.4f}"
-      f"{b['val_loss']:>10.4f}{epoch_s:>9.2f}"
+      f"{name:<10}{b.epoch:>11}{b.val_accuracy:>10.4f}{b.test_accuracy:>10.4f}{b.val_loss:>10.4f}{epoch_s:>9.2f}"
     )
-  if summary["activation_counts"]:
+  if record.activation_counts:
     print("\nfrozen activations per hidden layer:")
-    for i, counts in enumerate(summary["activation_counts"]):
+    for i, counts in enumerate(record.activation_counts):
       print(f"  layer {i + 1}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
   print(
     f"\nwrote {out}/: results.json, choices.csv, curves.png, activation_shares.png"
-    + (", activation_trajectory.png, selection.png" if "phase1" in summary["phases"] else "")
+    + (", activation_trajectory.png, selection.png" if record.phase1 else "")
   )
 
 
@@ -373,10 +373,9 @@ def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
     should_stop=stop,
     devices=args.devices if args.devices is not None else jax.device_count(),
   )
-  summary = result.summary()
   if jax.process_index() == 0:  # the process that wrote the files
-    _print_summary(summary, args.out)
-  return summary
+    _print_summary(result.record, args.out)
+  return result.summary()
 
 
 def _failure(e: BaseException, out: Optional[Path]) -> tuple[int, str]:

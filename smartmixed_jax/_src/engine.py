@@ -40,6 +40,7 @@ from smartmixed_jax._src.mlp import (
   sample_choices,
 )
 from smartmixed_jax._src.pool import pool_names
+from smartmixed_jax._src.record import SMARTMIXED, Cohort, PhaseRecord, RunRecord, counts_by_name
 
 RULES = ("argmax", "most_frequent", "shuffled", "random")
 """Freeze rules: each neuron's argmax; its most frequent sample in Phase 1's last epoch; and the two
@@ -207,6 +208,7 @@ class TwoPhaseResult:
     choices: per freeze rule, per hidden layer, the ``[M, neurons]`` (one
       model: ``[neurons]``) pool indices.
     continued: the Phase 1 control continued unfrozen for Phase 2's epochs, if asked for.
+    seeds: a cohort's seeds; None for one model.
   """
 
   phase1: loop.PhaseResult
@@ -214,6 +216,7 @@ class TwoPhaseResult:
   variants: tuple[tuple[str, str], ...]
   choices: dict[str, list[jax.Array]]
   continued: Optional[loop.PhaseResult] = None
+  seeds: Optional[tuple[int, ...]] = None
 
   @property
   def seconds(self) -> float:
@@ -325,10 +328,11 @@ def two_phase(
       on_epoch=on_epoch, mesh=mesh(None), **common,
     )  # fmt: skip
     return TwoPhaseResult(phase1, phase2, variants, {"argmax": picks})
+  seeds = tuple(seeds)
 
   rules = _rules(phase1, keys, k)
   if not variants:
-    return TwoPhaseResult(phase1, None, variants, rules)
+    return TwoPhaseResult(phase1, None, variants, rules, seeds=seeds)
   no_logits = lambda p: dataclasses.replace(p, logits=())  # noqa: E731
   starts = {start: no_logits(weights(start)) for start in {start for _, start in variants}}
   cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
@@ -345,7 +349,7 @@ def two_phase(
       config, splits, selected, apply=selective, eval_apply=evaluate, epochs=config.phase2_epochs,
       models=models, key=keys.phase2, name="phase1 continued", mesh=mesh(models), **common,
     )  # fmt: skip
-  return TwoPhaseResult(phase1, phase2, variants, rules, continued)
+  return TwoPhaseResult(phase1, phase2, variants, rules, continued, seeds)
 
 
 def baselines(
@@ -402,4 +406,51 @@ def baselines(
     config, splits, params, apply=apply, epochs=epochs, models=len(pairs), key=keys.phase2,
     name="+".join(activations),
     mesh=models_mesh(len(pairs), devices or jax.device_count()), progress=progress, stop_on_nonfinite=False,
+  )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------
+# Records.
+
+FREEZE_RULES = ("argmax", "most_frequent")
+"""The rules a record counts choices for: the two ways to freeze a learned selection (not the controls)."""
+
+
+def record(config: Config, result: TwoPhaseResult | loop.PhaseResult, m: int = 0) -> RunRecord:
+  """Model ``m``'s :class:`RunRecord`: seed ``m`` of :func:`two_phase`, or pair ``m`` of :func:`baselines`.
+
+  Args:
+    config: that model's own settings: its seed, and a baseline's activation.
+    result: what :func:`two_phase` or :func:`baselines` returned.
+    m: the model's position in a cohort (0 for one model).
+  """
+  if isinstance(result, loop.PhaseResult):
+    if config.baseline is None:
+      raise ValueError("A baseline's record needs its config; config.baseline names no activation.")
+    return RunRecord(
+      config.baseline, config.to_dict(), {config.baseline: PhaseRecord.of(result, m)},
+      activation_counts=[{config.baseline: n} for n in config.layer_sizes[1:-1]],
+      cohort=Cohort(len(result.histories), result.seconds),
+    )  # fmt: skip
+  models = 1 if result.seeds is None else len(result.seeds)
+  pool = pool_names(config.pool)
+  per_rule = {
+    rule: [np.asarray(c if result.seeds is None else c[m]) for c in layers]
+    for rule, layers in result.choices.items()
+  }
+  variants = {
+    f"{rule}/{init}": PhaseRecord.of(result.phase2, v * models + m)
+    for v, (rule, init) in enumerate(result.variants)
+  }
+  main = next(iter(variants), None)  # the first variant is the model's own Phase 2
+  phases = {"phase1": PhaseRecord.of(result.phase1, m), **({"phase2": variants.pop(main)} if main else {})}
+  agree = None
+  if all(rule in per_rule for rule in FREEZE_RULES):
+    agree = [float(np.mean(a == b)) for a, b in zip(*(per_rule[rule] for rule in FREEZE_RULES))]
+  return RunRecord(
+    SMARTMIXED, config.to_dict(), phases, main=main, variants=variants,
+    continued=result.continued and PhaseRecord.of(result.continued, m),
+    activation_counts=counts_by_name(per_rule[main.split("/")[0]], pool) if main else None,
+    rule_counts={} if result.seeds is None else {r: counts_by_name(per_rule[r], pool) for r in FREEZE_RULES},
+    rule_agreement=agree, cohort=Cohort(models, result.seconds),
   )  # fmt: skip

@@ -22,6 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from smartmixed_jax._src.record import PhaseRecord
+
 ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
 """``apply(params, x, key, step) -> logits``.
 
@@ -378,18 +380,9 @@ class PhaseResult:
       **self.test[m],
     }
 
-  def record(self, m: int = 0) -> dict[str, Any]:
-    """Model ``m``'s phase as JSON-ready data: history, selected epoch, timings."""
-    epochs = self.histories[m][1:]
-    median = lambda k: float(np.median([r[k] for r in epochs])) if epochs else None  # noqa: E731
-    return {
-      "best": self.best(m),
-      "epochs": len(epochs),
-      "seconds": self.seconds,
-      "median_epoch_train_seconds": median("train_seconds"),
-      "median_epoch_eval_seconds": median("eval_seconds"),
-      "history": self.histories[m],
-    }
+  def record(self, m: int = 0) -> PhaseRecord:
+    """Model ``m``'s phase as a record: history, selected epoch, wall time."""
+    return PhaseRecord.of(self, m)
 
 
 def _place(tree: Any, sharding: jax.sharding.Sharding) -> Any:

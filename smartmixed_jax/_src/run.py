@@ -28,6 +28,7 @@ from smartmixed_jax._src.data import Dataset, Split
 from smartmixed_jax._src.files import write_json
 from smartmixed_jax._src.frozen import FrozenMLP, freeze
 from smartmixed_jax._src.mlp import MLPParams, init_mlp
+from smartmixed_jax._src.record import RunRecord
 from smartmixed_jax._src.rundir import CHECKPOINTS, CONFIG_FILE, RESULTS_FILE, Stopped
 from smartmixed_jax._src.version import __version__
 
@@ -114,33 +115,20 @@ def device_splits(data: Dataset, train_limit: Optional[int] = None) -> dict[str,
 
 @dataclasses.dataclass
 class RunResult:
-  """Everything a run produced: its config, each phase, and the selected frozen model.
+  """Everything a run produced: its config, each phase, the selected frozen model and its record.
 
-  ``resumes`` lists every resume that changed a setting: the checkpoint it
-  continued from and ``{setting: [before, after]}``.
+  ``record`` is what ``results.json`` holds (:meth:`summary` as JSON data).
   """
 
   config: Config
   phases: list[loop.PhaseResult]
   model: FrozenMLP
+  record: RunRecord
   phase1_params: Optional[MLPParams] = None
-  train_examples: Optional[int] = None
-  resumes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
-  devices: int = 1
 
   def summary(self) -> dict[str, Any]:
-    """What ``results.json`` holds: config, environment, each phase's record, final metrics, counts."""
-    final = self.phases[-1].best()
-    return {
-      "config": self.config.to_dict(),
-      "environment": {**environment(), "devices_used": self.devices},
-      "train_examples": self.train_examples,
-      "phases": {p.name: p.record() for p in self.phases},
-      "final": {k: final[k] for k in ("val_accuracy", "test_accuracy", "val_loss", "test_loss")},
-      "activation_counts": self.model.counts(),
-      **({"switch_epoch": len(self.phases[0].histories[0]) - 1} if self.config.switch_patience else {}),
-      **({"resumed_with_changes": self.resumes} if self.resumes else {}),
-    }
+    """What ``results.json`` holds: the run's :class:`RunRecord` as JSON data."""
+    return self.record.to_json()
 
 
 def abstract_state(config: Config, meta: dict[str, Any]) -> dict[str, Any]:
@@ -334,17 +322,22 @@ def _train(
     )  # fmt: skip
   hooks = engine.Checkpointing(on_epoch=on_epoch, resume=resume, phase1=phase1)
   train = dict(devices=devices, checkpointing=hooks, progress=progress)
-  if config.baseline is not None:
-    phases = [engine.baselines(config, splits, **train)]
-  else:
-    result = engine.two_phase(config, splits, **train)
-    phases = [result.phase1, result.phase2]
-  run = RunResult(
-    config, phases, phases[-1].best_params, phase1_params=None if config.baseline else phases[0].best_params,
-    train_examples=train_examples, resumes=list(resumes),
-  )  # fmt: skip
+  result = (engine.baselines if config.baseline else engine.two_phase)(config, splits, **train)
+  phases = [result] if config.baseline else [result.phase1, result.phase2]
   mesh = engine.data_parallel_mesh(devices)
-  run.devices = 1 if mesh is None else mesh.size
+  record = dataclasses.replace(
+    engine.record(config, result),
+    train_examples=train_examples, resumes=list(resumes),
+    environment={**environment(), "devices_used": 1 if mesh is None else mesh.size},
+    switch_epoch=len(phases[0].histories[0]) - 1 if config.switch_patience else None,
+  )  # fmt: skip
+  run = RunResult(
+    config,
+    phases,
+    phases[-1].best_params,
+    record,
+    phase1_params=None if config.baseline else phases[0].best_params,
+  )
   if workdir is not None and jax.process_index() == 0:
     write_run(workdir, run)
   return run
