@@ -19,17 +19,25 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Optional, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from flax.nnx import graphlib
 
 from smartmixed_jax._src.grouped import fixed_activation, select
 from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, as_pool, pool_names, resolve_pool
-from smartmixed_jax._src.selection import check_temperature, gumbel_straight_through, init_logits, mix
+from smartmixed_jax._src.probe import TOLERANCE, disagreement
+from smartmixed_jax._src.selection import (
+  Temperature,
+  check_temperature,
+  gumbel_straight_through,
+  init_logits,
+  mix,
+)
 
 __all__ = ["Choices", "FrozenActivation", "Logits", "MixedActivation", "counts", "freeze"]
 
@@ -128,31 +136,49 @@ class MixedActivation(nnx.Module):
       )
     return self.rngs()
 
+  def set_view(self, deterministic: Optional[bool] = None):
+    """``nnx.view(model, deterministic=True)`` evaluates with each feature's argmax (as ``nnx.Dropout``)."""
+    if deterministic is not None:
+      self.deterministic = deterministic
+
   def __call__(
-    self, x: jax.Array, *, deterministic: Optional[bool] = None, rngs: RngsLike = None
+    self,
+    x: jax.Array,
+    *,
+    deterministic: Optional[bool] = None,
+    rngs: RngsLike = None,
+    temperature: Optional[Temperature] = None,
   ) -> jax.Array:
-    """``[..., num_features] -> [..., num_features]``, in ``dtype`` (default: the input's)."""
-    if x.shape[-1] != self.num_features:
-      raise ValueError(f"Input has shape {tuple(x.shape)}; its last axis must be {self.num_features}.")
+    """``[..., num_features] -> [..., num_features]``, in ``dtype`` (default: the input's).
+
+    ``temperature`` overrides the layer's for this call; a scalar array (a
+    schedule's value) does not retrace a jitted step when it changes.
+    """
+    _check_input(x, self.num_features, "MixedActivation")
     x = x.astype(self.dtype or x.dtype)
     fns = [fn for _, fn in resolve_pool(self.pool)]
     logits = self.logits[...]
     if self.deterministic if deterministic is None else deterministic:
       return select(x, jnp.argmax(logits, -1), fns, range(len(fns)))
-    weights = gumbel_straight_through(logits, self._key(rngs), temperature=self.temperature, hard=self.hard)
-    return mix(x, weights, fns)
+    temperature = self.temperature if temperature is None else temperature
+    weights = gumbel_straight_through(logits, self._key(rngs), temperature=temperature, hard=self.hard)
+    return mix(x, weights.astype(x.dtype), fns)
 
   def choices(self) -> np.ndarray:
-    """Each feature's chosen pool index (argmax; ties to the lowest)."""
+    """Each feature's chosen pool index (argmax; ties to the lowest); ``[layers, features]`` for a stack."""
     logits = np.asarray(self.logits[...])
-    if logits.ndim != 2:
-      raise ValueError(
-        f"This MixedActivation holds logits of shape {logits.shape}: a batched (vmapped / stacked)"
-        " model. Freeze each model on its own (e.g. index the stacked state first)."
-      )
+    if logits.ndim < 2:
+      raise ValueError(f"This MixedActivation holds logits of shape {logits.shape}; expected [features, k].")
     if not np.all(np.isfinite(logits)):
       raise ValueError("The logits are not finite; cannot choose activations from them.")
     return np.argmax(logits, -1)
+
+
+def _check_input(x: jax.Array, features: int, layer: str) -> None:
+  if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
+    raise TypeError(f"{layer} needs floating-point input (e.g. x.astype(jnp.float32)), got {x.dtype}.")
+  if x.shape[-1:] != (features,):
+    raise ValueError(f"Input has shape {tuple(x.shape)}; its last axis must be {features}.")
 
 
 class Choices(nnx.Variable):
@@ -178,94 +204,169 @@ class FrozenActivation(nnx.Module):
     pool: the candidate activations.
   """
 
-  def __init__(self, choices: Union[Sequence[int], jax.Array], pool: Pool = DEFAULT_POOL):
+  def __init__(
+    self,
+    choices: Union[Sequence[int], jax.Array],
+    pool: Pool = DEFAULT_POOL,
+    *,
+    dtype: Optional[jnp.dtype] = None,
+  ):
     names = pool_names(pool)
     self.pool = as_pool(pool)
+    self.dtype = dtype
     if isinstance(choices, jax.core.Tracer):  # under nnx.eval_shape: an abstract model to restore into
       self.choices = Choices(jnp.asarray(choices, jnp.int32))
       return
     c = np.asarray(choices)
-    integers = c.ndim == 1 and c.size > 0 and np.issubdtype(c.dtype, np.integer)
+    integers = c.ndim >= 1 and c.size > 0 and np.issubdtype(c.dtype, np.integer)
     if not integers or c.min() < 0 or c.max() >= len(names):
       raise ValueError(
-        f"choices must be a non-empty list of indices into the pool {names}, got {c.tolist()[:10]}."
+        f"choices must be a non-empty list of indices into the pool {names}, got {c.ravel().tolist()[:10]}."
       )
     self.choices = Choices(jnp.asarray(c, jnp.int32))
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    """``[..., features] -> [..., features]``."""
+    """``[..., features] -> [..., features]``, in ``dtype`` (default: the input's)."""
     choices = self.choices[...]
+    _check_input(x, choices.shape[-1], "FrozenActivation")
+    if choices.ndim != 1:
+      raise ValueError(
+        f"This FrozenActivation holds stacked choices {tuple(choices.shape)} (a frozen nnx.vmap stack):"
+        " call it inside nnx.scan / nnx.vmap over the stack, which gives each layer its own."
+      )
     if not isinstance(choices, jax.core.Tracer):
       choices = np.asarray(choices)
-    return fixed_activation(x, choices, pool=self.pool)
+    return fixed_activation(x.astype(self.dtype or x.dtype), choices, pool=self.pool)
 
 
-def _edges(model: nnx.Module) -> list[tuple[object, object, nnx.Module]]:
-  """Every ``(parent, key, child module)`` reference in ``model``: a shared child once per reference."""
+# ----------------------------------------------------------------------------
+# Freezing: one pass over the graph as Flax traverses it.
+
+
+class _Edge(NamedTuple):
+  parent: Any
+  key: Any
+  child: Any
+  path: tuple  # the child's path from the root
+
+
+def _graph(model: Any) -> list[_Edge]:
+  """Every reference in ``model``'s graph to a module, Variable or container, as Flax traverses it
+  (modules, ``nnx.List`` / ``nnx.Dict``, lists, tuples, dicts): a shared node once per reference,
+  its own references once."""
   edges, seen = [], set()
 
-  def visit(node):
-    if id(node) in seen:
+  def visit(node, path):
+    if id(node) in seen or isinstance(node, nnx.Variable):
       return
     seen.add(id(node))
-    if isinstance(node, nnx.List):
-      items = list(enumerate(node))
-    elif isinstance(node, nnx.Module):
-      items = [(k, v) for k, v in vars(node).items() if not k.startswith("_pytree__")]
-    elif isinstance(node, (list, dict)):
-      items = list(node.items() if isinstance(node, dict) else enumerate(node))
-    else:
+    impl = graphlib.get_node_impl(node)
+    if impl is None:
       return
-    for key, child in items:
-      if isinstance(child, nnx.Module):
-        edges.append((node, key, child))
-      visit(child)
+    for key, child in impl.node_dict(node).items():
+      if isinstance(key, str) and key.startswith("_"):  # the pytree's own bookkeeping, not a reference
+        continue
+      if isinstance(child, nnx.Variable) or graphlib.is_node(child):
+        edges.append(_Edge(node, key, child, (*path, key)))
+        visit(child, (*path, key))
 
-  visit(model)
+  visit(model, ())
   return edges
 
 
+def _where(path: tuple) -> str:
+  return "model." + ".".join(map(str, path)) if path else "the model"
+
+
+_KNOWN_STATE = ("kernel", "bias", "mask")
+"""The per-feature state of a plain ``nnx.Linear`` / ``nnx.Conv`` that a permutation rewrites."""
+
+
 def _feature_axes(layer) -> Optional[tuple[int, int]]:
-  """(output-feature axis, input-feature axis) of a kernel this module fully understands.
+  """(output-feature axis, input-feature axis) of a layer whose every per-feature array is known.
 
-  Exact types only: a subclass (``nnx.LoRALinear``) may hold more weights that
-  read the same features, so it is not permuted.
+  Exact types only, with unbatched kernels: a subclass (``nnx.LoRALinear``) may
+  hold more weights that read the same features; any array state beyond
+  :data:`_KNOWN_STATE` might too.
   """
-  if type(layer) is nnx.Linear:
-    return -1, 0
-  if type(layer) is nnx.Conv and layer.feature_group_count == 1:
-    return -1, -2
-  return None
+  if type(layer) is nnx.Linear and layer.kernel[...].ndim == 2:
+    axes = (-1, 0)
+  elif (
+    type(layer) is nnx.Conv
+    and layer.feature_group_count == 1
+    and layer.kernel[...].ndim == len(layer.kernel_size) + 2
+  ):
+    axes = (-1, -2)
+  else:
+    return None
+  arrays = {k for k, v in vars(layer).items() if isinstance(v, (nnx.Variable, jax.Array, np.ndarray))}
+  return axes if arrays <= set(_KNOWN_STATE) else None
 
 
-def _permute_sandwiches(model: nnx.Module, edges) -> None:
-  """In every Sequential, sorts the features of Linear/Conv -> Mixed -> Linear/Conv.
+def _take(layer, name: str, perm, axis: int) -> None:
+  """``layer.<name>`` (a Variable or a plain array such as ``Conv.mask``) permuted along ``axis``."""
+  value = getattr(layer, name, None)
+  if value is None:
+    return
+  if isinstance(value, nnx.Variable):
+    value.set_value(jnp.take(value[...], perm, axis=axis))
+  else:
+    setattr(layer, name, jnp.take(value, perm, axis=axis))
 
-  Only where the three layers are referenced once in the whole model: a layer
-  read elsewhere too would see its features reordered.
+
+def _sandwiches(model: nnx.Module, edges: list[_Edge], *, trust_all: bool) -> list[tuple]:
+  """The ``(before, activation, after)`` triples of ``Sequential`` layers whose features may be sorted.
+
+  The three layers and each of their Variables are referenced once in the whole
+  model (nothing else holds them), the outer two are plain ``nnx.Linear`` or
+  ``nnx.Conv`` (:func:`_feature_axes`), and the ``Sequential`` is called the way
+  its own code calls it: it is the model, or is reached from it through
+  ``Sequential`` layers only. A module of the user's may call a layer of its
+  ``Sequential`` directly or read its weights, which no graph shows; there
+  the features are sorted only with ``trust_all`` (a self-check follows).
   """
   references: dict[int, int] = {}
-  for _, _, child in edges:
-    references[id(child)] = references.get(id(child), 0) + 1
-  sequentials = {id(child): child for _, _, child in edges if isinstance(child, nnx.Sequential)}
+  parents: dict[int, list] = {}
+  for edge in edges:
+    references[id(edge.child)] = references.get(id(edge.child), 0) + 1
+    parents.setdefault(id(edge.child), []).append(edge.parent)
+
+  def called_as_written(node) -> bool:
+    """Only Flax's own code calls ``node``'s children: it is a Sequential or container, held by such."""
+    if not isinstance(node, (nnx.Sequential, nnx.List, list, tuple, dict)):
+      return False
+    return node is model or all(called_as_written(p) for p in parents.get(id(node), []))
+
+  def alone(layer) -> bool:
+    variables = [v for v in vars(layer).values() if isinstance(v, nnx.Variable)]
+    return references.get(id(layer), 0) == 1 and all(references.get(id(v), 0) == 1 for v in variables)
+
+  sequentials = [e.child for e in edges if isinstance(e.child, nnx.Sequential)]
   if isinstance(model, nnx.Sequential):
-    sequentials[id(model)] = model
-  for node in sequentials.values():
+    sequentials.append(model)
+  out = []
+  for node in {id(n): n for n in sequentials}.values():
+    if not (trust_all or called_as_written(node)):
+      continue
     layers = list(node.layers)
-    for i in range(1, len(layers) - 1):
-      before, act, after = layers[i - 1], layers[i], layers[i + 1]
-      if not isinstance(act, MixedActivation) or not (_feature_axes(before) and _feature_axes(after)):
+    for before, act, after in zip(layers, layers[1:], layers[2:]):
+      if not isinstance(act, MixedActivation) or act.logits[...].ndim != 2:
         continue
-      if any(references.get(id(layer), 0) != 1 for layer in (before, act, after)):
-        continue
-      perm = jnp.argsort(_choices(act), stable=True)
-      out_axis, _ = _feature_axes(before)
-      _, in_axis = _feature_axes(after)
-      before.kernel.set_value(jnp.take(before.kernel[...], perm, axis=out_axis))
-      if before.bias is not None:
-        before.bias.set_value(before.bias[...][perm])
-      after.kernel.set_value(jnp.take(after.kernel[...], perm, axis=in_axis))
-      act.logits.set_value(act.logits[...][perm])
+      if _feature_axes(before) and _feature_axes(after) and all(alone(m) for m in (before, act, after)):
+        out.append((before, act, after))
+  return out
+
+
+def _sort_features(before, act: MixedActivation, after) -> None:
+  """Sorts the features of ``before -> act -> after`` by ``act``'s choice: each activation one segment."""
+  perm = jnp.argsort(_choices(act), stable=True)
+  out_axis, _ = _feature_axes(before)
+  _, in_axis = _feature_axes(after)
+  for name in _KNOWN_STATE:
+    _take(before, name, perm, out_axis if name != "bias" else 0)
+  for name in ("kernel", "mask"):
+    _take(after, name, perm, in_axis)
+  act.logits.set_value(act.logits[...][perm])
 
 
 def _choices(act: MixedActivation) -> Union[np.ndarray, jax.Array]:
@@ -274,57 +375,150 @@ def _choices(act: MixedActivation) -> Union[np.ndarray, jax.Array]:
   return jnp.argmax(logits, -1) if isinstance(logits, jax.core.Tracer) else act.choices()
 
 
-def freeze(model: nnx.Module) -> nnx.Module:
-  """A copy of ``model`` with every :class:`MixedActivation` fixed and grouped; the function is unchanged.
+def _replace_activations(model: Any) -> Any:
+  """``model`` with every :class:`MixedActivation` replaced by its :class:`FrozenActivation`, in every
+  container Flax traverses (a shared activation stays shared; an immutable container is rebuilt)."""
+  done: dict[int, Any] = {}
 
-  Where a mixed activation sits between two plain ``nnx.Linear`` or two
-  ``nnx.Conv`` layers of a ``Sequential``, and none of the three is used
-  anywhere else, the adjacent layers' features are permuted so that each
-  activation is one contiguous segment. Everywhere else (a residual block, a
-  LoRA layer, a shared layer or activation) the features keep their places
-  and each is selected by a constant mask. Either way the frozen model
-  computes what the evaluation-mode model computes. A shared activation
-  stays shared. ``model`` is left untouched. The choices are state
+  def swap(node, path):
+    if id(node) in done:
+      return done[id(node)]
+    if isinstance(node, MixedActivation):
+      done[id(node)] = FrozenActivation(_choices(node), node.pool, dtype=node.dtype)
+      return done[id(node)]
+    impl = None if isinstance(node, nnx.Variable) else graphlib.get_node_impl(node)
+    if impl is None:
+      return node
+    done[id(node)] = node  # a cycle comes back to the node itself
+    changed = {}
+    for key, child in impl.node_dict(node).items():
+      if isinstance(key, str) and key.startswith("_"):
+        continue
+      new = swap(child, (*path, key))
+      if new is not child:
+        changed[key] = new
+    if changed and impl.set_key is not None:
+      for key, new in changed.items():
+        impl.set_key(node, key, new)
+    elif changed:
+      node = _rebuilt(node, changed, path)
+    done[id(node)] = node
+    return node
+
+  return swap(model, ())
+
+
+def _rebuilt(node, changed: dict, path: tuple):
+  """An immutable container (tuple, named tuple, frozen mapping) with ``changed`` entries replaced."""
+  if isinstance(node, tuple):
+    items = [changed.get(i, item) for i, item in enumerate(node)]
+    return type(node)._make(items) if hasattr(node, "_fields") else type(node)(items)
+  if isinstance(node, Mapping):
+    return type(node)({k: changed.get(k, v) for k, v in node.items()})
+  raise ValueError(
+    f"{_where(path)} is a {type(node).__name__} holding a MixedActivation; freeze cannot rebuild it. Hold"
+    " the layer in a module attribute, nnx.List, nnx.Dict, list, tuple or dict."
+  )
+
+
+def _evaluate(model: Any, probe) -> Any:
+  """``model``'s output on ``probe`` (one input, or a tuple of positional inputs) in evaluation mode."""
+  view = nnx.view(model, deterministic=True, use_running_average=True, raise_if_not_found=False)
+  return view(*(probe if isinstance(probe, tuple) else (probe,)))
+
+
+def _tolerance(model: Any) -> float:
+  """How far a correct frozen model may differ: summation order, or a 16-bit compute dtype's round-off."""
+  low = any(
+    isinstance(node, (MixedActivation, FrozenActivation)) and node.dtype in (jnp.bfloat16, jnp.float16)
+    for _, node in nnx.iter_graph(model)
+  )
+  return TOLERANCE["low" if low else "float32"]
+
+
+def freeze(model: nnx.Module, *, probe: Any = None) -> nnx.Module:
+  """A copy of ``model`` with every :class:`MixedActivation` fixed; the function is unchanged.
+
+  Each activation becomes a :class:`FrozenActivation` wherever the model holds
+  it (module attributes, ``nnx.List``, ``nnx.Dict``, lists, tuples, dicts; a
+  shared activation stays shared). Where freeze can prove it safe, the
+  features around an activation are also sorted by its choice so that each
+  activation runs on one contiguous segment (the fast grouped form): a
+  mixed activation between two plain ``nnx.Linear`` or two ``nnx.Conv``
+  layers of an ``nnx.Sequential`` that is the model or sits in ``Sequential``
+  layers only, the three layers and their Variables held nowhere else, with
+  no per-feature state but kernel, bias and mask (a Conv mask is sorted with
+  its kernel). Everywhere else the features keep their places and each is
+  selected by a constant mask (exact; every activation in use runs on all
+  features): a residual block, a LoRA layer, a tied or shared layer, a
+  Sequential inside a module of yours (whose code might call one of its
+  layers directly or read its weights).
+
+  With ``probe`` freeze checks itself: it evaluates the model and the frozen
+  copy on the probe in evaluation mode (``nnx.view(..., deterministic=True,
+  use_running_average=True)``) and, since the check covers your modules'
+  code, also sorts the features of Sequentials inside them. If the sorted
+  copy disagrees it falls back to the unsorted one; if that disagrees too,
+  it raises. ``model`` is left untouched. The choices are state
   (:class:`Choices`), so the frozen model checkpoints like any other; inside
-  ``nnx.eval_shape`` ``freeze`` builds the abstract frozen model to restore
-  such a checkpoint into.
+  ``nnx.eval_shape`` freeze builds the abstract frozen model to restore such
+  a checkpoint into (give it no probe there).
+
+  Stacked layers (an ``nnx.vmap``-ed stack called under ``nnx.scan``, logits
+  ``[layers, features, k]``) freeze to stacked choices ``[layers, features]``,
+  applied per layer as data.
 
   Args:
     model: any NNX module containing :class:`MixedActivation` layers.
+    probe: an input batch the model accepts (a tuple for several positional
+      inputs), for the self-check.
 
   Returns:
     A new module of the same structure with :class:`FrozenActivation` layers.
 
   Raises:
-    ValueError: a batched (vmapped / stacked) activation, or non-finite logits.
+    ValueError: non-finite logits (naming the layer), a MixedActivation in a
+      container freeze cannot rebuild, or a frozen model that disagrees with
+      the model on ``probe``.
   """
-  frozen = nnx.clone(model)
-  if isinstance(frozen, MixedActivation):
-    return FrozenActivation(_choices(frozen), frozen.pool)
-  edges = _edges(frozen)
-  for _, _, child in edges:
-    if isinstance(child, MixedActivation):
-      _choices(child)  # refuses batched or non-finite logits before anything changes
-  _permute_sandwiches(frozen, edges)
-  replacement: dict[int, FrozenActivation] = {}
-  for parent, key, child in edges:
-    if not isinstance(child, MixedActivation):
-      continue
-    if id(child) not in replacement:
-      replacement[id(child)] = FrozenActivation(_choices(child), child.pool)
-    if isinstance(parent, nnx.Module) and isinstance(key, str):
-      setattr(parent, key, replacement[id(child)])
-    else:
-      parent[key] = replacement[id(child)]
-  return frozen
+  if isinstance(model, MixedActivation):
+    return FrozenActivation(_choices(model), model.pool, dtype=model.dtype)
+  for edge in _graph(model):
+    if isinstance(edge.child, MixedActivation):
+      try:
+        _choices(edge.child)  # refuses non-finite logits before anything changes
+      except ValueError as e:
+        raise ValueError(f"{_where(edge.path)}: {e}") from None
+
+  def frozen_copy(sort: str) -> nnx.Module:
+    copy = nnx.clone(model)
+    if sort != "never":
+      for triple in _sandwiches(copy, _graph(copy), trust_all=sort == "all"):
+        _sort_features(*triple)
+    return _replace_activations(copy)
+
+  if probe is None:
+    return frozen_copy("proven")
+  tolerance = _tolerance(model)
+  for sort in ("all", "never"):
+    frozen = frozen_copy(sort)
+    error = disagreement(_evaluate(model, probe), _evaluate(frozen, probe))
+    if error <= tolerance:
+      return frozen
+  raise ValueError(
+    f"The frozen model differs from the evaluated model on the probe by up to {error:.3g} (relative; allowed"
+    f" {tolerance:g}), even with every feature in place. Does the model sample at evaluation (a module"
+    " without deterministic=True), or a MixedActivation subclass compute something else?"
+  )
 
 
 def counts(model: nnx.Module) -> list[dict[str, int]]:
-  """Per mixed or frozen activation layer (in graph order), how many features use each activation."""
+  """Per mixed or frozen activation layer (in graph order; each layer of a stack), features per activation."""
   out = []
   for _, node in nnx.iter_graph(model):
     if isinstance(node, (MixedActivation, FrozenActivation)):
       picks = node.choices() if isinstance(node, MixedActivation) else np.asarray(node.choices[...])
       names = pool_names(node.pool)
-      out.append(dict(zip(names, np.bincount(picks, minlength=len(names)).tolist())))
+      for layer in np.reshape(picks, (-1, picks.shape[-1])):
+        out.append(dict(zip(names, np.bincount(layer, minlength=len(names)).tolist())))
   return out

@@ -210,11 +210,18 @@ def test_nnx_freeze_keeps_lora_and_shared_layers_exact():
   assert frozen.layers[1] is frozen.layers[3]  # a shared activation stays shared
 
 
-def test_nnx_freeze_refuses_a_batched_model():
+def test_nnx_freeze_of_a_vmapped_stack_keeps_each_layers_choices():
   @nnx.vmap(in_axes=0, out_axes=0)
   def make(key):
     return snx.MixedActivation(8, rngs=nnx.Rngs(params=key))
 
-  stacked = make(jax.random.split(KEY, 3))
-  with pytest.raises(ValueError, match="batched"):
-    snx.freeze(nnx.Sequential(nnx.Linear(6, 8, rngs=nnx.Rngs(0)), stacked))
+  stacked = _randomise(make(jax.random.split(KEY, 3)))
+  stacked.eval()
+  frozen = snx.freeze(stacked)
+  np.testing.assert_array_equal(frozen.choices[...], np.argmax(stacked.logits[...], -1))  # [3, 8]
+  x = jax.random.normal(KEY, (3, 4, 8))
+  each = nnx.vmap(lambda layer, x: layer(x), in_axes=(0, 0))
+  chex.assert_trees_all_close(each(frozen, x), each(stacked, x), atol=1e-6)
+  with pytest.raises(ValueError, match="stacked choices"):
+    frozen(x[0])
+  assert len(snx.counts(frozen)) == 3

@@ -52,7 +52,7 @@ def test_custom_callable_in_pool():
     (("relu", "relu"), ValueError, r"duplicate names \['relu'\]"),
     (("relu", ("relu", jnp.sin)), ValueError, "duplicate"),
     ((), ValueError, "non-empty"),
-    (("relu", 3), TypeError, "name or a \\(name, callable\\) pair, got 3"),
+    (("relu", 3), TypeError, "named function or a \\(name, callable\\) pair, got 3"),
     (("relu", ("sum", jnp.sum)), ValueError, "'sum' must be elementwise"),
     (("relu", ("softmax", jax.nn.softmax)), ValueError, "'softmax' must be elementwise; its outputs depend"),
   ],

@@ -31,8 +31,14 @@ def export_model(model: FrozenMLP, *, platforms: Sequence[str] = ("cpu",)) -> by
     maps ``float32[batch, inputs]`` to ``float32[batch, classes]`` logits.
 
   Raises:
+    TypeError: not a frozen model.
     ValueError: an unknown platform.
   """
+  if not isinstance(model, FrozenMLP):
+    hint = " Freeze it first: sm.freeze(params)." if type(model).__name__ == "MLPParams" else ""
+    raise TypeError(
+      f"export_model takes a FrozenMLP (from freeze or load_run), got {type(model).__name__}.{hint}"
+    )
   unknown = sorted(set(platforms) - set(PLATFORMS))
   if unknown or not platforms:
     raise ValueError(f"Unknown platforms {unknown or list(platforms)}; choose from {list(PLATFORMS)}.")

@@ -43,12 +43,27 @@ def grouped_activation(z: jax.Array, segments: Sequence[Segment], fns: dict[str,
 
 
 def select(z: jax.Array, choices: jax.Array, fns: Sequence[Callable], present: Sequence[int]) -> jax.Array:
-  """Feature ``j`` gets ``fns[choices[j]](z[..., j])``; ``present`` are the indices that may occur."""
+  """Feature ``j`` gets ``fns[choices[j]](z[..., j])``; ``present`` are the indices that may occur.
+
+  Each activation sees 0 on the features it does not serve (the double-where
+  trick), so one that overflows there cannot turn their gradients into NaN.
+  """
   first, *rest = present
-  out = fns[first](z)
+  out = fns[first](z if not rest else jnp.where(choices == first, z, 0))
   for k in rest:
-    out = jnp.where(choices == k, fns[k](z), out)
+    mine = choices == k
+    out = jnp.where(mine, fns[k](jnp.where(mine, z, 0)), out)
   return out
+
+
+def select_data(z: jax.Array, choices: jax.Array, fns: Sequence[Callable]) -> jax.Array:
+  """:func:`select` with the choices as data (traced): every activation runs, each feature takes its own.
+
+  A choice outside the pool gives NaN for its feature: under ``jit`` it cannot
+  raise, and it must not pass for the first activation.
+  """
+  out = select(z, choices, fns, range(len(fns)))
+  return jnp.where((choices >= 0) & (choices < len(fns)), out, jnp.nan)
 
 
 def segments_of(sorted_choices: np.ndarray, names: Sequence[str]) -> tuple[Segment, ...]:
@@ -62,7 +77,8 @@ def fixed_activation(x: jax.Array, choices: Sequence[int] | jax.Array, *, pool: 
 
   With static ``choices`` (a tuple or numpy array) only the activations in use
   run, once each: sorted choices as contiguous segments, others through
-  constant masks. Traced ``choices`` are data: every pool activation runs.
+  constant masks. Traced ``choices`` are data: every pool activation runs
+  (a traced choice outside the pool gives NaN, see :func:`select_data`).
 
   Args:
     x: ``[..., features]``.
@@ -84,7 +100,7 @@ def fixed_activation(x: jax.Array, choices: Sequence[int] | jax.Array, *, pool: 
       raise ValueError(
         f"choices must be {x.shape[-1]} indices into the pool {names}, got shape {choices.shape}."
       )
-    return select(x, choices, fns, range(len(fns)))
+    return select_data(x, choices, fns)
   c = np.asarray(choices)
   if c.shape != (x.shape[-1],) or not np.issubdtype(c.dtype, np.integer):
     raise ValueError(

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from smartmixed_jax._src.mlp import is_logits_path
 from smartmixed_jax._src.record import PhaseRecord
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -56,9 +57,11 @@ def make_optimizer(
     decay_steps: if set, cosine-decay the learning rate to zero over this many steps.
     skip_nonfinite: skip (do not apply) updates whose gradients are not finite.
       The state has the same structure either way, so a resumed run may switch it.
-    logits_scale: the selection logits (leaves under a ``logits`` field, as in
-      :class:`MLPParams`) learn this many times faster than the weights (beyond
-      the paper): their Adam updates are scaled after clipping.
+    logits_scale: the selection logits learn this many times faster than the
+      weights (beyond the paper): their Adam updates are scaled after
+      clipping. The logits are the leaves under a field or key named
+      ``logits``: :class:`MLPParams`, an NNX ``State`` (``nnx.Optimizer(model,
+      make_optimizer(...), wrt=nnx.Param)``) and Linen params alike.
   """
   if decay_steps:
     learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps)
@@ -70,12 +73,8 @@ def make_optimizer(
 
 
 def _logits_mask(params: Any) -> Any:
-  """True for the leaves under a field named ``logits``."""
-
-  def is_logits(path, _):
-    return any(getattr(key, "name", None) == "logits" for key in path)
-
-  return jax.tree_util.tree_map_with_path(is_logits, params)
+  """True for the selection logits' leaves (:func:`is_logits_path`)."""
+  return jax.tree_util.tree_map_with_path(lambda path, _: is_logits_path(path), params)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, *, softmax_output: bool = False) -> jax.Array:

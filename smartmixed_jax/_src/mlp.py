@@ -12,7 +12,7 @@ import dataclasses
 import math
 import operator
 from collections.abc import Sequence
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -132,18 +132,24 @@ def init_mlp(key: jax.Array, layer_sizes: Sequence[int], *, pool: Pool = DEFAULT
   return MLPParams(layers, logits, pool)
 
 
-def param_labels(params: MLPParams) -> MLPParams:
+def is_logits_path(path: tuple) -> bool:
+  """Whether a pytree path leads to selection logits: through a field or key named ``logits``
+  (:class:`MLPParams`, an NNX ``State`` of :class:`smartmixed_jax.nnx.MixedActivation`, Linen params)."""
+  return any(getattr(key, "name", getattr(key, "key", None)) == "logits" for key in path)
+
+
+def param_labels(params: Any) -> Any:
   """``"weights"`` / ``"logits"`` per leaf, for ``optax.multi_transform``.
+
+  Works on :class:`MLPParams`, an NNX ``State`` and Linen params alike: the
+  logits are the leaves under a field or key named ``logits``.
 
   Example:
     >>> opt = optax.multi_transform({"weights": optax.adam(1e-3), "logits": optax.adam(1e-2)},
     ...                             param_labels)                                  # doctest: +SKIP
   """
-  return MLPParams(
-    layers=jax.tree.map(lambda _: "weights", params.layers),
-    logits=jax.tree.map(lambda _: "logits", params.logits),
-    pool=params.pool,
-  )
+  label = lambda path, _: "logits" if is_logits_path(path) else "weights"  # noqa: E731
+  return jax.tree_util.tree_map_with_path(label, params)
 
 
 def check_params(params, *, need_logits: bool) -> int:

@@ -114,8 +114,13 @@ def _resolve(pool: Pool) -> tuple[tuple[str, Activation], ...]:
       resolved.append((entry, ACTIVATIONS[entry]))
     elif isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], str) and callable(entry[1]):
       resolved.append(entry)
+    elif callable(entry) and getattr(entry, "__name__", "<lambda>") != "<lambda>":
+      resolved.append((entry.__name__, entry))  # a named function: jax.nn.gelu is "gelu"
     else:
-      raise TypeError(f"A pool entry must be an activation name or a (name, callable) pair, got {entry!r}.")
+      raise TypeError(
+        "A pool entry must be an activation name, a named function or a (name, callable) pair,"
+        f" got {entry!r}."
+      )
   names = [name for name, _ in resolved]
   duplicates = sorted({n for n in names if names.count(n) > 1})
   if duplicates:
@@ -130,6 +135,10 @@ def _resolve(pool: Pool) -> tuple[tuple[str, Activation], ...]:
 def _check_activation(name: str, fn: Activation) -> None:
   probe = jnp.linspace(-3.0, 3.0, 6).reshape(2, 3)
   out = jax.eval_shape(fn, probe)
+  if hasattr(out, "dtype") and not jnp.issubdtype(out.dtype, jnp.floating):
+    raise TypeError(
+      f"Activation {name!r} must return floating-point values, got {out.dtype} (cast its output)."
+    )
   if getattr(out, "shape", None) != probe.shape:
     raise ValueError(
       f"Activation {name!r} must be elementwise and keep its input's"
@@ -162,7 +171,8 @@ def resolve_pool(pool: Sequence[PoolEntry]) -> tuple[tuple[str, Activation], ...
   """Validates a pool and returns its ``(name, function)`` pairs, in order.
 
   Args:
-    pool: names from :data:`ACTIVATIONS` or ``(name, callable)`` pairs.
+    pool: names from :data:`ACTIVATIONS`, named functions (``jax.nn.gelu``
+      is ``"gelu"``) or ``(name, callable)`` pairs.
 
   Returns:
     A tuple of ``(name, function)`` pairs.

@@ -84,18 +84,25 @@ def gumbel_straight_through(
     [1.0, 1.0, 1.0]
   """
   check_temperature(temperature)
-  noise = jax.random.gumbel(key, logits.shape, logits.dtype)
-  return straight_through(logits, noise, temperature, hard)
+  return straight_through(logits, jax.random.gumbel(key, logits.shape, jnp.float32), temperature, hard)
 
 
 def straight_through(logits: jax.Array, noise: jax.Array, temperature: Temperature, hard: bool) -> jax.Array:
-  """:func:`gumbel_straight_through` with the noise given."""
-  y_soft = jax.nn.softmax((logits + noise) / temperature, axis=-1)
-  if not hard:
-    return y_soft
-  y_hard = jax.nn.one_hot(jnp.argmax(y_soft, axis=-1), logits.shape[-1], dtype=y_soft.dtype)
-  # Adding an exact zero keeps the forward value exactly one-hot.
-  return y_hard + (y_soft - jax.lax.stop_gradient(y_soft))
+  """:func:`gumbel_straight_through` with the noise given.
+
+  The sample is drawn in float32 whatever the logits' dtype (in bfloat16,
+  ties between noisy logits would favour the first candidate); the weights
+  come back in the logits' dtype. A traced temperature below
+  :data:`MIN_TEMPERATURE` (a schedule that reaches 0) is taken as that minimum.
+  """
+  if isinstance(temperature, jax.core.Tracer):
+    temperature = jnp.maximum(temperature, MIN_TEMPERATURE)
+  y_soft = jax.nn.softmax((logits.astype(jnp.float32) + noise) / temperature, axis=-1)
+  if hard:
+    y_hard = jax.nn.one_hot(jnp.argmax(y_soft, axis=-1), logits.shape[-1], dtype=y_soft.dtype)
+    # Adding an exact zero keeps the forward value exactly one-hot.
+    y_soft = y_hard + (y_soft - jax.lax.stop_gradient(y_soft))
+  return y_soft.astype(logits.dtype)
 
 
 def layer_noise(logits: Sequence[jax.Array], key: jax.Array) -> list[jax.Array]:
@@ -104,7 +111,7 @@ def layer_noise(logits: Sequence[jax.Array], key: jax.Array) -> list[jax.Array]:
   if not logits:
     return []
   sizes = [layer_logits.shape[0] for layer_logits in logits]
-  noise = jax.random.gumbel(key, (sum(sizes), logits[0].shape[-1]), logits[0].dtype)
+  noise = jax.random.gumbel(key, (sum(sizes), logits[0].shape[-1]), jnp.float32)
   offsets = np.cumsum([0, *sizes])
   return [noise[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
 
