@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Optional, Union
 
@@ -39,7 +40,7 @@ from smartmixed_jax._src.selection import (
   mix,
 )
 
-__all__ = ["Choices", "FrozenActivation", "Logits", "MixedActivation", "counts", "freeze"]
+__all__ = ["Choices", "FrozenActivation", "Logits", "MixedActivation", "PoolId", "counts", "freeze"]
 
 RngsLike = Union[nnx.Rngs, nnx.RngStream, jax.Array, None]
 
@@ -190,6 +191,15 @@ class Choices(nnx.Variable):
   """
 
 
+class PoolId(nnx.Variable):
+  """A frozen layer's pool, as a fingerprint of its names in order: choices restored into a layer built
+  with another pool (or order) are caught instead of applying the wrong activations."""
+
+
+def _fingerprint(pool: Pool) -> int:
+  return zlib.crc32(",".join(pool_names(pool)).encode()) & 0x7FFFFFFF
+
+
 class FrozenActivation(nnx.Module):
   """Fixed per-feature activations (SmartMixed Phase 2) as an NNX layer.
 
@@ -214,8 +224,10 @@ class FrozenActivation(nnx.Module):
     names = pool_names(pool)
     self.pool = as_pool(pool)
     self.dtype = dtype
+    # One per layer of a stack, so that nnx.scan / nnx.vmap slice it with the choices.
+    stack = lambda c: jnp.full(jnp.shape(c)[:-1], _fingerprint(self.pool), jnp.int32)  # noqa: E731
     if isinstance(choices, jax.core.Tracer):  # under nnx.eval_shape: an abstract model to restore into
-      self.choices = Choices(jnp.asarray(choices, jnp.int32))
+      self.choices, self.pool_id = Choices(jnp.asarray(choices, jnp.int32)), PoolId(stack(choices))
       return
     c = np.asarray(choices)
     integers = c.ndim >= 1 and c.size > 0 and np.issubdtype(c.dtype, np.integer)
@@ -223,7 +235,7 @@ class FrozenActivation(nnx.Module):
       raise ValueError(
         f"choices must be a non-empty list of indices into the pool {names}, got {c.ravel().tolist()[:10]}."
       )
-    self.choices = Choices(jnp.asarray(c, jnp.int32))
+    self.choices, self.pool_id = Choices(jnp.asarray(c, jnp.int32)), PoolId(stack(c))
 
   def __call__(self, x: jax.Array) -> jax.Array:
     """``[..., features] -> [..., features]``, in ``dtype`` (default: the input's)."""
@@ -234,9 +246,18 @@ class FrozenActivation(nnx.Module):
         f"This FrozenActivation holds stacked choices {tuple(choices.shape)} (a frozen nnx.vmap stack):"
         " call it inside nnx.scan / nnx.vmap over the stack, which gives each layer its own."
       )
+    stored, expected = self.pool_id[...], _fingerprint(self.pool)
+    if not isinstance(stored, jax.core.Tracer) and np.any(np.asarray(stored) != expected):
+      raise ValueError(
+        "This FrozenActivation's state was frozen with another pool than its own"
+        f" {list(pool_names(self.pool))} (or another order): build the model with its training pool."
+      )
     if not isinstance(choices, jax.core.Tracer):
       choices = np.asarray(choices)
-    return fixed_activation(x.astype(self.dtype or x.dtype), choices, pool=self.pool)
+    out = fixed_activation(x.astype(self.dtype or x.dtype), choices, pool=self.pool)
+    if isinstance(stored, jax.core.Tracer):  # under jit it cannot raise: NaN, never the wrong activations
+      out = jnp.where(jnp.all(stored == expected), out, jnp.nan)
+    return out
 
 
 # ----------------------------------------------------------------------------

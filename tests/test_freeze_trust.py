@@ -412,3 +412,23 @@ def test_an_unused_overflowing_activation_leaves_the_gradients_finite():
   jitted = nnx.jit(lambda layer, x: jax.grad(lambda x: layer(x).sum())(x))(layer, x)
   np.testing.assert_array_equal(eager, jitted)
   assert np.all(np.isfinite(jitted))
+
+
+def test_frozen_state_restored_into_another_pool_is_caught():
+  x = jax.random.normal(KEY, (4, 6))
+  model = _randomise(Plain(nnx.Rngs(0)))
+
+  def build(pool):
+    rngs = nnx.Rngs(0)
+    seq = nnx.Sequential(
+      nnx.Linear(6, 12, rngs=rngs), snx.FrozenActivation([0] * 12, pool=pool), nnx.Linear(12, 6, rngs=rngs)
+    )
+    return seq
+
+  same, reordered = build(sm.DEFAULT_POOL), build(tuple(reversed(sm.DEFAULT_POOL)))
+  for target in (same, reordered):
+    nnx.update(target, nnx.state(snx.freeze(model).seq))
+  chex.assert_trees_all_close(same(x), nnx.view(model, deterministic=True)(x), atol=1e-5)
+  with pytest.raises(ValueError, match="frozen with another pool"):
+    reordered(x)
+  assert np.all(np.isnan(nnx.jit(lambda m, x: m(x))(reordered, x)))
