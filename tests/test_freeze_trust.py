@@ -432,3 +432,22 @@ def test_frozen_state_restored_into_another_pool_is_caught():
   with pytest.raises(ValueError, match="frozen with another pool"):
     reordered(x)
   assert np.all(np.isnan(nnx.jit(lambda m, x: m(x))(reordered, x)))
+
+
+def test_a_linen_vmapped_layer_freezes():
+  class Ensemble(nn.Module):
+    """Three independently chosen activations over a leading axis (nn.vmap)."""
+
+    @nn.compact
+    def __call__(self, x):
+      vmapped = nn.vmap(
+        slinen.MixedActivation, variable_axes={"params": 0, "choices": 0}, split_rngs={"params": True},
+        in_axes=0, out_axes=0,
+      )  # fmt: skip
+      return vmapped(deterministic=True, name="act")(x)
+
+  x = jax.random.normal(KEY, (3, 4, 8)) * 3
+  variables = _random_logits(Ensemble().init(KEY, x))
+  module, frozen = slinen.freeze(Ensemble(), variables, probe=lambda m, v: m.apply(v, x))
+  assert frozen["choices"]["act"]["choices"].shape == (3, 8)
+  chex.assert_trees_all_close(module.apply(frozen, x), Ensemble().apply(variables, x), atol=1e-5)
