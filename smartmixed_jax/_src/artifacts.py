@@ -226,8 +226,8 @@ def write_run(out_dir: os.PathLike, result: RunResult) -> dict[str, Any]:
   plot_curves(out / "curves.png", result)
   title = f"{result.config.arch}: frozen activation choices"
   plot_activation_shares(out / "activation_shares.png", result.model.counts(), names, title)
-  phase1 = [p for p in result.phases if p.name == "phase1"]
-  if phase1:
+  phase1 = [p for p in result.phases if p.name == "phase1" and len(p.histories[0]) > 1]
+  if phase1:  # a Phase 1 of 0 epochs has no trajectory to plot
     plot_activation_trajectory(out / "activation_trajectory.png", phase1[0].histories[0], names)
     plot_selection(out / "selection.png", phase1[0].histories[0], len(names),
                    f"{result.config.arch}: has the selection happened? (dotted: 1/k)")  # fmt: skip

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
+import json
 import logging
 import os
 import shutil
@@ -28,8 +30,20 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+REPLACED = ".replaced"
+"""Suffix of a checkpoint kept aside while one of the same step is written (``--phase2-epochs 0``)."""
+
 DIGEST = "arrays_sha256"
 """The metadata key of a checkpoint's digest."""
+
+META_DIGEST = "meta_sha256"
+"""The metadata key of the digest of the metadata itself (choices, epoch, histories: what a resume trusts)."""
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+  """SHA-256 of the metadata's canonical JSON, its own digest entries left out."""
+  rest = {k: v for k, v in meta.items() if k not in (DIGEST, META_DIGEST)}
+  return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def digest(leaves: list[Any]) -> str:
@@ -129,6 +143,11 @@ class Checkpoints:
       raise ValueError(f"max_to_keep must be >= 1, got {max_to_keep}.")
     self._ocp = ocp
     self.directory = Path(directory).absolute()
+    if self.directory.exists() and not self.directory.is_dir():
+      raise ValueError(
+        f"{self.directory} is a file; a run keeps its checkpoints in a directory of that name."
+      )
+    self._recover_replaced()
     self._manager = ocp.CheckpointManager(
       self.directory,
       options=ocp.CheckpointManagerOptions(
@@ -149,11 +168,16 @@ class Checkpoints:
     tree structure (from ``abstract``), whatever pytree types hold them.
     """
     ocp = self._ocp
-    if step in self._manager.all_steps():
-      self._manager.delete(step)
+    replaced = self.directory / f"{step}{REPLACED}"
+    if step in self._manager.all_steps():  # kept aside until its replacement is written
+      if jax.process_index() == 0:
+        os.replace(self.directory / str(step), replaced)
+      with _quiet():
+        self._manager.reload()
     leaves = jax.tree.leaves(arrays)
     flat = {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}
     meta = {**meta, DIGEST: digest(leaves)}
+    meta[META_DIGEST] = meta_digest(meta)
     try:
       with _stderr_held(), _quiet():
         self._manager.save(
@@ -165,7 +189,23 @@ class Checkpoints:
     except BaseException:  # disk full, read-only, interrupted: no half-written directory stays behind
       for partial in self.directory.glob(f"{step}.orbax-checkpoint-tmp*"):
         shutil.rmtree(partial, ignore_errors=True)
+      self._recover_replaced()
+      with _quiet():
+        self._manager.reload()
       raise
+    if jax.process_index() == 0:
+      shutil.rmtree(replaced, ignore_errors=True)
+
+  def _recover_replaced(self) -> None:
+    """A checkpoint set aside for its replacement comes back if the replacement was never finished."""
+    if jax.process_index() != 0 or not self.directory.is_dir():
+      return
+    for aside in self.directory.glob(f"*{REPLACED}"):
+      step = self.directory / aside.name[: -len(REPLACED)]
+      if step.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+      else:
+        os.replace(aside, step)
 
   def _read_meta(self, step: int) -> dict[str, Any]:
     return self._manager.restore(step, args=self._ocp.args.Composite(meta=self._ocp.args.JsonRestore()))[
@@ -175,6 +215,10 @@ class Checkpoints:
   def _set_aside(self, step: int, reason: str) -> None:
     """Reports a damaged checkpoint in one line and moves it aside (kept for inspection)."""
     damaged = self.directory / f"{step}.damaged"
+    for n in itertools.count(1):  # an older damaged copy of the same step stays too
+      if not damaged.exists():
+        break
+      damaged = self.directory / f"{step}.damaged.{n}"
     if jax.process_index() == 0:  # one process moves it; the others only skip it
       os.replace(self.directory / str(step), damaged)
     with _quiet():
@@ -188,9 +232,11 @@ class Checkpoints:
     for step in reversed(self.steps()):
       try:
         with _quiet():
-          return step, self._read_meta(step)
+          meta = self._read_meta(step)
       except Exception:  # damaged: restore_latest reports it
         continue
+      if META_DIGEST not in meta or meta_digest(meta) == meta[META_DIGEST]:
+        return step, meta
     return None
 
   def restore_latest(self, abstract: Callable[[dict[str, Any]], Any]) -> Optional[Restored]:
@@ -221,6 +267,9 @@ class Checkpoints:
         continue
       if DIGEST in meta and digest(leaves) != meta[DIGEST]:
         self._set_aside(step, "its arrays do not match the digest written with them")
+        continue
+      if META_DIGEST in meta and meta_digest(meta) != meta[META_DIGEST]:
+        self._set_aside(step, "its metadata (choices, epochs, history) does not match its digest")
         continue
       return Restored(step, jax.tree.unflatten(treedef, leaves), meta)
     return None

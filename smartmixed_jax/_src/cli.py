@@ -289,7 +289,7 @@ def _print_summary(record: RunRecord, out: Path) -> None:
       print(f"  layer {i + 1}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
   print(
     f"\nwrote {out}/: results.json, choices.csv, curves.png, activation_shares.png"
-    + (", activation_trajectory.png, selection.png" if record.phase1 else "")
+    + (", activation_trajectory.png, selection.png" if record.phase1 and record.phase1.epochs else "")
   )
 
 

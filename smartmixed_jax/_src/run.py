@@ -240,8 +240,10 @@ def train_and_evaluate(
       )
     if resume and not held:
       raise ValueError(f"Nothing to resume in {workdir}: it holds no run.")
-    if not resume and primary:
+    if primary and not resume:
       rundir.clear(workdir)
+    if primary:
+      rundir.mark(workdir)
     _sync("smartmixed: run directory ready")
     from smartmixed_jax._src.checkpoint import Checkpoints
 

@@ -21,11 +21,16 @@ from pathlib import Path
 from typing import Any, Optional
 
 from smartmixed_jax._src.config import Config
+from smartmixed_jax._src.files import atomic_write_bytes
 
 CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 CHECKPOINTS = "checkpoints"
 LOCK_FILE = ".lock"
+MARKER = ".smartmixed-run"
+"""Written into every run directory a run starts: ``--overwrite`` deletes only what a run of ours wrote."""
+OUTPUTS = ("choices.csv", "curves.png", "activation_shares.png", "activation_trajectory.png", "selection.png")
+"""The files a finished run writes beside ``results.json``."""
 
 RESUMABLE = ("learning_rate", "skip_nonfinite")
 """Settings a resume may change (the remedies a divergence message recommends)."""
@@ -78,6 +83,8 @@ def locked(directory: Path) -> Iterator[None]:
     RunBusyError: another process holds it; the message names its PID.
   """
   directory.mkdir(parents=True, exist_ok=True)
+  if (directory / LOCK_FILE).is_dir():
+    raise ValueError(f"{directory / LOCK_FILE} is a directory; a run needs it as its lock file. Remove it.")
   fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
   try:
     try:
@@ -91,9 +98,36 @@ def locked(directory: Path) -> Iterator[None]:
     os.close(fd)  # releases the lock
 
 
+def ours(directory: Path) -> bool:
+  """Whether a run of ours wrote ``directory``: its marker, or (a run from before the marker) a
+  ``config.json`` that is a valid run config."""
+  if (directory / MARKER).is_file():
+    return True
+  try:
+    read_config(directory)
+    return True
+  except ValueError:
+    return False
+
+
+def mark(directory: Path) -> None:
+  """Marks ``directory`` as a run's (see :func:`ours`)."""
+  atomic_write_bytes(directory / MARKER, b"a smartmixed_jax run directory\n")
+
+
 def clear(directory: Path) -> None:
-  """Removes a run's config, results and checkpoints (the caller holds the lock)."""
-  for name in (CONFIG_FILE, RESULTS_FILE):
+  """Removes a run's config, results, plots, choices and checkpoints (the caller holds the lock).
+
+  Raises:
+    ValueError: ``directory`` holds a config or checkpoints that no run of ours wrote.
+  """
+  held = holds_run(directory)
+  if held and not ours(directory):
+    raise ValueError(
+      f"{directory} holds {', '.join(held)}, but no smartmixed run wrote them (no {MARKER} marker, and"
+      f" {CONFIG_FILE} is not a run config): refusing to delete them. Choose another directory."
+    )
+  for name in (CONFIG_FILE, RESULTS_FILE, *OUTPUTS):
     (directory / name).unlink(missing_ok=True)
   shutil.rmtree(directory / CHECKPOINTS, ignore_errors=True)
 
