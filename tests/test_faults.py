@@ -120,3 +120,22 @@ def test_a_phase2_of_zero_epochs_keeps_a_checkpoint_to_resume_from(tmp_path, mni
   assert steps == ["1"]  # Phase 2's checkpoint replaced Phase 1's of the same step, nothing set aside
   again = app.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
   assert again.record.final == first.record.final
+
+
+def test_load_run_and_export_take_only_the_final_checkpoint_and_change_nothing(tmp_path, mnist, capsys):
+  from smartmixed_jax._src import cli
+
+  app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
+  assert app.load_run(tmp_path) is not None
+  before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+  final = tmp_path / "checkpoints" / before[-1]
+  path = _meta_file(final)
+  path.write_bytes(path.read_bytes().replace(b'"epoch"', b'"epoch_"'))
+  with pytest.raises(ValueError, match="The run's final checkpoint 2 .* cannot be loaded exactly"):
+    app.load_run(tmp_path)
+  artifact = tmp_path / "m 1.jax"
+  assert cli.main(["export", str(tmp_path), "--out", str(artifact)]) == 2
+  err = capsys.readouterr().err
+  assert "cannot be loaded exactly" in err and "--resume" not in err  # not a training hint
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # nothing moved or renamed
+  assert not artifact.exists()

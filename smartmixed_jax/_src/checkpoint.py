@@ -239,6 +239,30 @@ class Checkpoints:
         return step, meta
     return None
 
+  def restore(self, step: int, abstract: Callable[[dict[str, Any]], Any]) -> Restored:
+    """Checkpoint ``step``, exactly: read-only, nothing set aside or replaced.
+
+    Raises:
+      ValueError: it is missing, unreadable or does not match its digests.
+    """
+    ocp = self._ocp
+    try:
+      with _quiet():
+        meta = self._read_meta(step)
+        leaves, treedef = jax.tree.flatten(abstract(meta))
+        target = {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}
+        flat = self._manager.restore(step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target)))[
+          "arrays"
+        ]
+    except Exception as e:
+      raise ValueError(f"checkpoint {step} in {self.directory} is unreadable ({type(e).__name__}).") from None
+    leaves = [flat[k] for k in sorted(flat)]
+    if DIGEST in meta and digest(leaves) != meta[DIGEST]:
+      raise ValueError(f"checkpoint {step} in {self.directory} does not match the digest of its arrays.")
+    if META_DIGEST in meta and meta_digest(meta) != meta[META_DIGEST]:
+      raise ValueError(f"checkpoint {step} in {self.directory} does not match the digest of its metadata.")
+    return Restored(step, jax.tree.unflatten(treedef, leaves), meta)
+
   def restore_latest(self, abstract: Callable[[dict[str, Any]], Any]) -> Optional[Restored]:
     """The newest intact checkpoint, or None if there is none.
 

@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -380,7 +381,7 @@ def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
 
 def _failure(e: BaseException, out: Optional[Path]) -> tuple[int, str]:
   """The exit code and one-line message for an exception that ended a run."""
-  resume = f" Continue with: smartmixed train --resume {out}" if out is not None else ""
+  resume = f" Continue with: smartmixed train --resume {shlex.quote(str(out))}" if out is not None else ""
   storage = rundir.storage_error(e)
   text = (str(e).splitlines() or [type(e).__name__])[0]
   if storage is not None:
@@ -396,10 +397,10 @@ def _failure(e: BaseException, out: Optional[Path]) -> tuple[int, str]:
   if isinstance(e, (ValueError, DataError)):
     return 2, str(e)
   if isinstance(e, NonFiniteError):
-    return (
-      3,
-      f"{e}\nThe checkpoints in {out}/{CHECKPOINTS} hold the last good state.{resume} (e.g. with --lr)",
-    )
+    checkpoints = out / CHECKPOINTS if out is not None else None
+    if checkpoints is None or not any(p.name.isdigit() for p in checkpoints.glob("*")):
+      return 3, f"{e}\nNo checkpoint was written before it: start again with a lower --lr (--overwrite)."
+    return 3, f"{e}\nThe checkpoints in {checkpoints} hold the last good state.{resume} (e.g. with --lr)"
   raise e
 
 
@@ -410,7 +411,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for i, (name, widths) in enumerate(ARCHITECTURES.items(), 1):
       print(f"{i:>2}  {name:<18} {'-'.join(map(str, widths))}")
     return 0
-  out = getattr(args, "resume", None) or args.out
+  # Where a failed run can be continued from; an export's --out is the file it writes, not a run.
+  out = None if args.command == "export" else getattr(args, "resume", None) or args.out
   with _graceful_stop() as stop:
     try:
       if args.command == "export":

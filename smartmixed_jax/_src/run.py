@@ -363,15 +363,30 @@ def load_run(run_dir: os.PathLike) -> FrozenMLP:
     >>> logits = model(x)                        # doctest: +SKIP
   """
   from smartmixed_jax._src.checkpoint import Checkpoints
+  from smartmixed_jax._src.record import read_record
 
   run_dir = Path(run_dir)
   if not (run_dir / RESULTS_FILE).is_file():
     raise ValueError(f"{run_dir} holds no finished run ({RESULTS_FILE} is missing); finish it with --resume.")
   config = rundir.read_config(run_dir)
-  restored = None
-  if (run_dir / CHECKPOINTS).is_dir():
-    restored = Checkpoints(run_dir / CHECKPOINTS).restore_latest(functools.partial(abstract_state, config))
+  record = read_record(run_dir / RESULTS_FILE)
   last = config.baseline or "phase2"
-  if restored is None or restored.meta["phase"] != last:
-    raise ValueError(f"{run_dir / CHECKPOINTS} holds no intact checkpoint of the run's last phase ({last}).")
+  checkpoints = run_dir / CHECKPOINTS
+  steps = Checkpoints(checkpoints).steps() if checkpoints.is_dir() else []
+  if not steps:
+    raise ValueError(f"{checkpoints} holds no checkpoint of the finished run; its model cannot be loaded.")
+  # Read-only, and only the run's final checkpoint: an older one is not the model results.json describes.
+  try:
+    restored = Checkpoints(checkpoints).restore(steps[-1], functools.partial(abstract_state, config))
+  except ValueError as e:
+    raise ValueError(
+      f"The run's final {e} Its model cannot be loaded exactly; nothing was changed."
+    ) from None
+  meta = restored.meta
+  best = meta["histories"][0][meta["best_epochs"][0]] if meta.get("histories") else {}
+  if meta["phase"] != last or best.get("val_accuracy") != record.final.val_accuracy:
+    raise ValueError(
+      f"The newest checkpoint in {checkpoints} ({restored.step}, {meta['phase']}) is not the model"
+      f" {RESULTS_FILE} describes (its last phase {last}, validation accuracy {record.final.val_accuracy})."
+    )
   return restored.arrays["best_params"]
