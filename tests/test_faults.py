@@ -139,3 +139,18 @@ def test_load_run_and_export_take_only_the_final_checkpoint_and_change_nothing(t
   assert "cannot be loaded exactly" in err and "--resume" not in err  # not a training hint
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == before  # nothing moved or renamed
   assert not artifact.exists()
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["removed", "replaced"])
+def test_a_run_whose_lock_file_is_removed_stops_without_writing(tmp_path, mnist, replace):
+  lock = tmp_path / rundir.LOCK_FILE
+
+  def meddle():  # what `rm .lock` (and a second run taking a new one) does mid-run
+    lock.unlink(missing_ok=True)
+    if replace:
+      lock.write_text("99999\n")
+    return False
+
+  with pytest.raises(app.RunBusyError, match="was removed or replaced while this run held it"):
+    app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, should_stop=meddle, progress=False)
+  assert not (tmp_path / "results.json").exists() and not (tmp_path / "checkpoints" / "1").exists()

@@ -231,7 +231,7 @@ def train_and_evaluate(
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"workdir {workdir} is a file, not a directory.")
   primary = jax.process_index() == 0  # with several processes (hosts), only the first writes files
-  with rundir.locked(workdir) if primary else contextlib.nullcontext():
+  with rundir.locked(workdir) if primary else contextlib.nullcontext() as lock:
     held = rundir.holds_run(workdir)
     if not resume and held and not overwrite:
       raise ValueError(
@@ -266,7 +266,7 @@ def train_and_evaluate(
       print(f"note: {workdir} has no intact checkpoint; training starts from epoch 1.", file=sys.stderr)
     if primary:
       write_json(workdir / CONFIG_FILE, config.to_dict())
-    return train(workdir, store, restored, resumes)
+    return train(workdir, store, restored, resumes, verify=lock.verify if lock else lambda: None)
 
 
 def _sync(name: str) -> None:
@@ -290,6 +290,7 @@ def _train(
   progress: bool,
   should_stop: Callable[[], bool],
   devices: Optional[int],
+  verify: Callable[[], None] = lambda: None,
 ) -> RunResult:
   """The run itself, once everything is validated and the directory is held: one model through the engine."""
   splits = device_splits(data, config.train_limit)
@@ -300,6 +301,7 @@ def _train(
     def checkpoint(state: loop.PhaseState, last: bool):
       stop = should_stop()
       if store is not None and (last or state.epoch % checkpoint_every == 0 or stop):
+        verify()  # still this directory's owner
         meta_all = {"phase": phase, **state.meta(), **meta, **run_meta}
         store.save(first_step + state.epoch, {**state.arrays(), **arrays}, meta_all)
       if stop:
@@ -341,6 +343,7 @@ def _train(
     phase1_params=None if config.baseline else phases[0].best_params,
   )
   if workdir is not None and jax.process_index() == 0:
+    verify()
     write_run(workdir, run)
   return run
 

@@ -75,8 +75,32 @@ def check_free(directory: Path) -> None:
     os.close(fd)
 
 
+class Lock:
+  """A held run-directory lock; :meth:`verify` before writing checks it is still the directory's."""
+
+  def __init__(self, directory: Path, fd: int):
+    self.directory, self._fd = directory, fd
+
+  def verify(self) -> None:
+    """Raises :class:`RunBusyError` if ``.lock`` was removed or replaced since it was taken.
+
+    The OS lock holds the file, not its name: after ``rm .lock`` a second run
+    can take a new one, and two runs would write into one directory.
+    """
+    held = os.fstat(self._fd)
+    try:
+      now = os.stat(self.directory / LOCK_FILE)
+    except FileNotFoundError:
+      now = None
+    if now is None or (now.st_dev, now.st_ino) != (held.st_dev, held.st_ino):
+      raise RunBusyError(
+        f"{self.directory / LOCK_FILE} was removed or replaced while this run held it: another run may be"
+        " writing there. Stopped without writing; check the directory before resuming."
+      )
+
+
 @contextlib.contextmanager
-def locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path) -> Iterator[Lock]:
   """Holds ``directory``'s lock (creating both if needed) for the ``with`` block.
 
   Raises:
@@ -93,7 +117,9 @@ def locked(directory: Path) -> Iterator[None]:
       raise RunBusyError(_busy(directory, fd)) from None
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
-    yield
+    lock = Lock(directory, fd)
+    lock.verify()  # the file locked is the one now named .lock (not one removed meanwhile)
+    yield lock
   finally:
     os.close(fd)  # releases the lock
 
