@@ -171,8 +171,12 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
   """Records the sweep's settings in ``out/sweep.json``; refuses to mix in a different sweep."""
   path = out / "sweep.json"
   if path.exists():
-    saved = {"logits_lr_scale": 1.0, **json.loads(path.read_text())}  # sweeps from before the option
-    fixed = ("budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "logits_lr_scale")
+    # Sweeps from before an option ran with its default.
+    saved = {"logits_lr_scale": 1.0, "ablation": True, "controls": True, **json.loads(path.read_text())}
+    fixed = (
+      "budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "logits_lr_scale", "ablation",
+      "controls",
+    )  # fmt: skip
     diff = {k: (saved.get(k), settings[k]) for k in fixed if saved.get(k) != settings[k]}
     if diff:
       changes = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())

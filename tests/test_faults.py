@@ -154,3 +154,23 @@ def test_a_run_whose_lock_file_is_removed_stops_without_writing(tmp_path, mnist,
   with pytest.raises(app.RunBusyError, match="was removed or replaced while this run held it"):
     app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, should_stop=meddle, progress=False)
   assert not (tmp_path / "results.json").exists() and not (tmp_path / "checkpoints" / "1").exists()
+
+
+def test_a_learning_rate_float32_cannot_hold_is_refused():
+  with pytest.raises(ValueError, match="learning_rate 1e-320 is below float32's smallest normal number"):
+    _tiny(learning_rate=1e-320)
+
+
+def test_a_sweep_rerun_with_other_variants_is_refused(tmp_path):
+  import sys
+  from pathlib import Path
+
+  sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
+  import sweep
+
+  settings = dict(budget="quick", preset="recommended", phase1_epochs=3, phase2_epochs=3, train_limit=8192,
+                  logits_lr_scale=1.0, ablation=True, controls=True, seeds=[0])  # fmt: skip
+  sweep.check_settings(tmp_path, settings)
+  with pytest.raises(SystemExit, match="controls: True there, False now"):
+    sweep.check_settings(tmp_path, {**settings, "controls": False})
+  assert json.loads((tmp_path / "sweep.json").read_text())["controls"] is True  # unchanged

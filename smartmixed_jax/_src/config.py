@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from smartmixed_jax._src.data import DATASETS
@@ -167,6 +168,8 @@ class Config:
         or value <= 0
       ):
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}.")
+      if value < np.finfo(np.float32).tiny:  # training computes in float32: it would be 0 or denormal
+        raise ValueError(f"{name} {value!r} is below float32's smallest normal number (about 1.2e-38).")
       if name.endswith("temperature") and value < MIN_TEMPERATURE:
         raise ValueError(f"{name} must be >= {MIN_TEMPERATURE} (softmax overflows below), got {value!r}.")
     if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
