@@ -127,3 +127,27 @@ def test_two_processes_joined_by_jax_distributed_match_one(mnist_cache, tmp_path
   assert (
     sorted(int(p.name) for p in (tmp_path / "two" / "checkpoints").iterdir() if p.name.isdigit())[-1] == 3
   )
+
+
+def test_processes_with_different_flags_are_refused(mnist_cache, tmp_path):
+  """``--seed 1`` on process 1 only would silently train two runs as one: every process exits 2."""
+  import socket
+
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    port = s.getsockname()[1]
+  args = ["train", "--arch", "16", "--phase1-epochs", "1", "--phase2-epochs", "1", "--train-limit", "512",
+          "--no-progress", "--data-dir", str(mnist_cache), "--out", str(tmp_path / "run"),
+          "--coordinator", f"localhost:{port}", "--num-processes", "2"]  # fmt: skip
+  command = [str(Path(sys.executable).with_name("smartmixed")), *args]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  extra = [[], ["--seed", "1"]]
+  processes = [subprocess.Popen([*command, "--process-id", str(i), *extra[i]], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]  # fmt: skip
+  outputs = [p.communicate(timeout=300) for p in processes]
+  assert [p.returncode for p in processes] == [2, 2], [err[-2000:] for _, err in outputs]
+  for _, err in outputs:
+    assert "process(es) [1] run with other settings or flags than process 0" in err
+  assert not (tmp_path / "run" / "checkpoints").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import os
 import shlex
 import signal
@@ -345,8 +346,38 @@ def _join_processes(args: argparse.Namespace) -> None:
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
 
 
+def _check_same_settings(config: Config, args: argparse.Namespace) -> None:
+  """In a multi-process run, refuses settings that differ between processes (every process, exit 2).
+
+  Each process trains its share of every batch with its own settings: a
+  ``--seed`` given to one process only would silently train two different runs.
+  """
+  import hashlib
+
+  import jax
+  import numpy as np
+  from jax.experimental import multihost_utils
+
+  if jax.process_count() == 1:
+    return
+  shared = {
+    "config": config.to_dict(), "out": str(args.out), "resume": str(args.resume), "overwrite": args.overwrite,
+    "checkpoint_every": args.checkpoint_every, "keep": args.keep, "devices": args.devices,
+  }  # fmt: skip
+  mine = np.frombuffer(hashlib.sha256(json.dumps(shared, sort_keys=True).encode()).digest(), np.uint8)
+  every = np.asarray(multihost_utils.process_allgather(mine))
+  differ = [i for i in range(len(every)) if not np.array_equal(every[i], every[0])]
+  if differ:
+    raise ValueError(
+      f"process(es) {differ} run with other settings or flags than process 0 (this is process"
+      f" {jax.process_index()}): give every process the same command line but --process-id."
+    )
+
+
 def run(config: Config, args: argparse.Namespace, stop: _StopRequest) -> dict:
   import jax
+
+  _check_same_settings(config, args)
 
   data = load_dataset(config.dataset, args.data_dir, idx_dir=args.idx_dir, allow_download=args.download)
   train = len(data.train.y) if config.train_limit is None else min(config.train_limit, len(data.train.y))
