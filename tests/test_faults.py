@@ -174,3 +174,16 @@ def test_a_sweep_rerun_with_other_variants_is_refused(tmp_path):
   with pytest.raises(SystemExit, match="controls: True there, False now"):
     sweep.check_settings(tmp_path, {**settings, "controls": False})
   assert json.loads((tmp_path / "sweep.json").read_text())["controls"] is True  # unchanged
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(tmp_path, mnist, capsys):
+  from smartmixed_jax._src import cli
+
+  with rundir.locked(tmp_path):  # what a run leaves when killed between its lock and its config.json
+    rundir.mark(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+  assert cli.main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
+  err = capsys.readouterr().err
+  assert "stopped before its first one. Start it again: smartmixed train --out" in err and "--overwrite" in err
+  app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, overwrite=True, progress=False)
+  assert (tmp_path / "results.json").exists()

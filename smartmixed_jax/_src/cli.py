@@ -269,7 +269,11 @@ def _resume_config(args: argparse.Namespace) -> Config:
       Checkpoints(args.resume / CHECKPOINTS).latest_meta() if (args.resume / CHECKPOINTS).is_dir() else None
     )
     if latest is None or "config" not in latest[1]:
-      raise ValueError(f"--resume {args.resume}: no run to continue there ({damaged})") from None
+      where = shlex.quote(str(args.resume))
+      raise ValueError(
+        f"--resume {args.resume}: no run to continue there ({damaged}) and no checkpoint: it stopped before"
+        f" its first one. Start it again: smartmixed train --out {where} --overwrite (with its flags)."
+      ) from None
     print(f"warning: {damaged} Using the settings stored with checkpoint {latest[0]}.", file=sys.stderr)
     config = Config.from_dict(latest[1]["config"])
   changes = {"learning_rate": args.learning_rate, "skip_nonfinite": args.skip_nonfinite or None}
