@@ -184,6 +184,8 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(t
     (tmp_path / "checkpoints").mkdir()
   assert cli.main(["train", "--resume", str(tmp_path), "--no-progress"]) == 2
   err = capsys.readouterr().err
-  assert "stopped before its first one. Start it again: smartmixed train --out" in err and "--overwrite" in err
+  assert (
+    "stopped before its first one. Start it again: smartmixed train --out" in err and "--overwrite" in err
+  )
   app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, overwrite=True, progress=False)
   assert (tmp_path / "results.json").exists()
