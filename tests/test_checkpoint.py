@@ -109,7 +109,8 @@ def test_divergence_in_the_cli_exits_non_zero(tmp_path, mnist_cache, capsys):
   err = capsys.readouterr().err
   assert "training diverged at epoch 1, step" in err and "--skip-nonfinite" in err
   # Epoch 1 wrote no checkpoint: the message does not send the user to one.
-  assert "No checkpoint was written before it" in err and "hold the last good state" not in err
+  assert "No checkpoint was written before it. Continue with: smartmixed train --resume" in err
+  assert "hold the last good state" not in err
 
 
 def test_skip_nonfinite_skips_exactly_the_bad_steps():

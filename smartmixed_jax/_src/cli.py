@@ -434,7 +434,8 @@ def _failure(e: BaseException, out: Optional[Path]) -> tuple[int, str]:
   if isinstance(e, NonFiniteError):
     checkpoints = out / CHECKPOINTS if out is not None else None
     if checkpoints is None or not any(p.name.isdigit() for p in checkpoints.glob("*")):
-      return 3, f"{e}\nNo checkpoint was written before it: start again with a lower --lr (--overwrite)."
+      again = f"{resume} --lr LOWER (from epoch 1, with the run's settings)" if resume else ""
+      return 3, f"{e}\nNo checkpoint was written before it.{again}"
     return 3, f"{e}\nThe checkpoints in {checkpoints} hold the last good state.{resume} (e.g. with --lr)"
   raise e
 
