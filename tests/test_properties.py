@@ -16,7 +16,7 @@ from smartmixed_jax._src.pool import resolve_pool
 FNS = [fn for _, fn in resolve_pool(sm.DEFAULT_POOL)]
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
   sizes=st.lists(st.integers(1, 24), min_size=2, max_size=6),
   seed=st.integers(0, 2**31 - 1),
@@ -40,7 +40,7 @@ def test_freeze_preserves_the_function_for_any_mlp(sizes, seed, scale, logit_sca
     assert np.all(np.diff(np.asarray(c)[list(perm)]) >= 0)  # grouped by activation
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
   neurons=st.integers(1, 40),
   candidates=st.integers(1, 8),
@@ -67,7 +67,7 @@ def test_straight_through_is_one_hot_forward_and_soft_backward(neurons, candidat
   chex.assert_tree_all_finite(hard_grad)
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
   shape=st.lists(st.integers(1, 6), min_size=1, max_size=3),
   seed=st.integers(0, 2**31 - 1),
