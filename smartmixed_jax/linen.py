@@ -27,7 +27,7 @@ from flax import traverse_util
 
 from smartmixed_jax._src.grouped import fixed_activation
 from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, pool_names, resolve_pool
-from smartmixed_jax._src.probe import TOLERANCE, disagreement
+from smartmixed_jax._src.probe import disagreement, tolerance
 from smartmixed_jax._src.selection import (
   Temperature,
   check_temperature,
@@ -188,16 +188,12 @@ def freeze(
   frozen = {**variables, "params": params, "choices": traverse_util.unflatten_dict(choices)}
   if probe is not None:
     error = disagreement(expected, probe(module, frozen))
-    if error > TOLERANCE["low" if _low_precision(variables) else "float32"]:
+    if error > tolerance(v.dtype for v in jax.tree.leaves(variables) if hasattr(v, "dtype")):
       raise ValueError(
         f"The frozen model differs from the evaluated model on the probe by up to {error:.3g} (relative)."
         " Does the probe evaluate with deterministic=True, and are those logits MixedActivation layers'?"
       )
   return module, frozen
-
-
-def _low_precision(variables: Variables) -> bool:
-  return any(jnp.dtype(v.dtype).itemsize < 4 for v in jax.tree.leaves(variables) if hasattr(v, "dtype"))
 
 
 def _argmax(where: str, logits: jax.Array) -> jax.Array:

@@ -31,7 +31,8 @@ from flax.nnx import graphlib
 
 from smartmixed_jax._src.grouped import fixed_activation, select
 from smartmixed_jax._src.pool import DEFAULT_POOL, Pool, as_pool, pool_names, resolve_pool
-from smartmixed_jax._src.probe import TOLERANCE, disagreement
+from smartmixed_jax._src.probe import disagreement
+from smartmixed_jax._src.probe import tolerance as probe_tolerance
 from smartmixed_jax._src.selection import (
   Temperature,
   check_temperature,
@@ -448,15 +449,6 @@ def _evaluate(model: Any, probe) -> Any:
   return view(*(probe if isinstance(probe, tuple) else (probe,)))
 
 
-def _tolerance(model: Any) -> float:
-  """How far a correct frozen model may differ: summation order, or a 16-bit compute dtype's round-off."""
-  low = any(
-    isinstance(node, (MixedActivation, FrozenActivation)) and node.dtype in (jnp.bfloat16, jnp.float16)
-    for _, node in nnx.iter_graph(model)
-  )
-  return TOLERANCE["low" if low else "float32"]
-
-
 def freeze(model: nnx.Module, *, probe: Any = None) -> nnx.Module:
   """A copy of ``model`` with every :class:`MixedActivation` fixed; the function is unchanged.
 
@@ -520,7 +512,9 @@ def freeze(model: nnx.Module, *, probe: Any = None) -> nnx.Module:
 
   if probe is None:
     return frozen_copy("proven")
-  tolerance = _tolerance(model)
+  tolerance = probe_tolerance(
+    node.dtype for _, node in nnx.iter_graph(model) if isinstance(node, (MixedActivation, FrozenActivation))
+  )
   for sort in ("all", "never"):
     frozen = frozen_copy(sort)
     error = disagreement(_evaluate(model, probe), _evaluate(frozen, probe))

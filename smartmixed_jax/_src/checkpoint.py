@@ -117,6 +117,10 @@ def _quiet() -> Iterator[None]:
       logger.setLevel(level)
 
 
+class DamagedCheckpoint(Exception):
+  """A checkpoint that cannot be read, or does not match its digests; the message says why."""
+
+
 class Restored(NamedTuple):
   step: int
   arrays: Any  # the saved pytree
@@ -239,11 +243,11 @@ class Checkpoints:
         return step, meta
     return None
 
-  def restore(self, step: int, abstract: Callable[[dict[str, Any]], Any]) -> Restored:
-    """Checkpoint ``step``, exactly: read-only, nothing set aside or replaced.
+  def _load(self, step: int, abstract: Callable[[dict[str, Any]], Any]) -> Restored:
+    """Checkpoint ``step``, checked against both digests; read-only.
 
     Raises:
-      ValueError: it is missing, unreadable or does not match its digests.
+      DamagedCheckpoint: unreadable, or not matching a digest (the reason says which).
     """
     ocp = self._ocp
     try:
@@ -255,18 +259,31 @@ class Checkpoints:
           "arrays"
         ]
     except Exception as e:
-      raise ValueError(f"checkpoint {step} in {self.directory} is unreadable ({type(e).__name__}).") from None
+      raise DamagedCheckpoint(
+        f"unreadable: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}"
+      ) from e
     leaves = [flat[k] for k in sorted(flat)]
     if DIGEST in meta and digest(leaves) != meta[DIGEST]:
-      raise ValueError(f"checkpoint {step} in {self.directory} does not match the digest of its arrays.")
+      raise DamagedCheckpoint("its arrays do not match the digest written with them")
     if META_DIGEST in meta and meta_digest(meta) != meta[META_DIGEST]:
-      raise ValueError(f"checkpoint {step} in {self.directory} does not match the digest of its metadata.")
+      raise DamagedCheckpoint("its metadata (choices, epochs, history) does not match its digest")
     return Restored(step, jax.tree.unflatten(treedef, leaves), meta)
+
+  def restore(self, step: int, abstract: Callable[[dict[str, Any]], Any]) -> Restored:
+    """Checkpoint ``step``, exactly: read-only, nothing set aside or replaced.
+
+    Raises:
+      ValueError: it is missing, unreadable or does not match its digests.
+    """
+    try:
+      return self._load(step, abstract)
+    except DamagedCheckpoint as e:
+      raise ValueError(f"checkpoint {step} in {self.directory} is damaged ({e}).") from None
 
   def restore_latest(self, abstract: Callable[[dict[str, Any]], Any]) -> Optional[Restored]:
     """The newest intact checkpoint, or None if there is none.
 
-    A damaged checkpoint (unreadable, truncated, or not matching its digest)
+    A damaged checkpoint (unreadable, truncated, or not matching its digests)
     is reported on stderr in one line, moved aside, and the next older one is
     tried.
 
@@ -274,28 +291,11 @@ class Checkpoints:
       abstract: maps a checkpoint's metadata to the structure (shapes and
         dtypes, e.g. from ``jax.eval_shape``) of its arrays.
     """
-    ocp = self._ocp
     for step in reversed(self.steps()):
       try:
-        with _quiet():
-          meta = self._read_meta(step)
-          leaves, treedef = jax.tree.flatten(abstract(meta))
-          target = {f"{i:05d}": leaf for i, leaf in enumerate(leaves)}
-          arrays = self._manager.restore(
-            step, args=ocp.args.Composite(arrays=ocp.args.StandardRestore(target))
-          )
-        flat = arrays["arrays"]
-        leaves = [flat[k] for k in sorted(flat)]
-      except Exception as e:  # any damage: fall back to an older checkpoint
-        self._set_aside(step, f"unreadable: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:160]}")
-        continue
-      if DIGEST in meta and digest(leaves) != meta[DIGEST]:
-        self._set_aside(step, "its arrays do not match the digest written with them")
-        continue
-      if META_DIGEST in meta and meta_digest(meta) != meta[META_DIGEST]:
-        self._set_aside(step, "its metadata (choices, epochs, history) does not match its digest")
-        continue
-      return Restored(step, jax.tree.unflatten(treedef, leaves), meta)
+        return self._load(step, abstract)
+      except DamagedCheckpoint as e:  # fall back to an older checkpoint
+        self._set_aside(step, str(e))
     return None
 
   def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import jax
@@ -9,6 +10,12 @@ import numpy as np
 
 TOLERANCE = {"float32": 1e-4, "low": 2e-2}
 """Allowed :func:`disagreement`: summation order in float32; round-off of a 16-bit compute dtype."""
+
+
+def tolerance(dtypes: Iterable[Any]) -> float:
+  """The :data:`TOLERANCE` for a model computing in ``dtypes`` (the low one if any is 16-bit or less)."""
+  low = any(d is not None and np.dtype(d).itemsize < 4 for d in dtypes)
+  return TOLERANCE["low" if low else "float32"]
 
 
 def disagreement(expected: Any, got: Any) -> float:

@@ -44,6 +44,12 @@ def _known(cls: type, data: Mapping[str, Any], where: str) -> None:
     )
 
 
+def _strict(cls: type, data: Mapping[str, Any], where: str) -> Any:
+  """``cls(**data)``, refusing entries that are not its fields (:func:`_known`)."""
+  _known(cls, data, where)
+  return cls(**data)
+
+
 def _set(record: Any) -> dict[str, Any]:
   """A dataclass's fields, less those at their default (absent from the JSON reads as the default)."""
   out = {}
@@ -73,8 +79,7 @@ class Metrics:
 
   @classmethod
   def from_json(cls, data: Mapping[str, Any]) -> Metrics:
-    _known(cls, data, "a selected epoch")
-    return cls(**data)
+    return _strict(cls, data, "a selected epoch")
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
@@ -95,8 +100,7 @@ class LayerSelection:
 
   @classmethod
   def from_json(cls, data: Mapping[str, Any]) -> LayerSelection:
-    _known(cls, data, "a layer's selection diagnostics")
-    return cls(**data)
+    return _strict(cls, data, "a layer's selection diagnostics")
 
 
 @dataclasses.dataclass(frozen=True)

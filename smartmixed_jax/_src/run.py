@@ -375,12 +375,12 @@ def load_run(run_dir: os.PathLike) -> FrozenMLP:
   record = read_record(run_dir / RESULTS_FILE)
   last = config.baseline or "phase2"
   checkpoints = run_dir / CHECKPOINTS
-  steps = Checkpoints(checkpoints).steps() if checkpoints.is_dir() else []
-  if not steps:
+  store = Checkpoints(checkpoints) if checkpoints.is_dir() else None
+  if store is None or not store.steps():
     raise ValueError(f"{checkpoints} holds no checkpoint of the finished run; its model cannot be loaded.")
   # Read-only, and only the run's final checkpoint: an older one is not the model results.json describes.
   try:
-    restored = Checkpoints(checkpoints).restore(steps[-1], functools.partial(abstract_state, config))
+    restored = store.restore(store.steps()[-1], functools.partial(abstract_state, config))
   except ValueError as e:
     raise ValueError(
       f"The run's final {e} Its model cannot be loaded exactly; nothing was changed."
