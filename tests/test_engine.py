@@ -57,6 +57,7 @@ FIELDS = {  # every training-relevant Config field, grouped so that each group c
   "reference quirks": dict(reinit_phase2=True, softmax_output=True, noisy_eval=True),
   "switch": dict(switch_patience=1, switch_threshold=1.0),
   "dtype": dict(dtype="bfloat16"),
+  "phase 2 protocol": dict(schedule="cosine_run", phase2_keeps_start=True),
 }
 
 
@@ -106,6 +107,11 @@ def test_a_cohort_of_one_trains_what_the_run_trains(group, data, default_run):
   together = _histories(cohort.phases.values(), metrics)
   chex.assert_trees_all_close(together, _histories(record.phases.values(), metrics), rtol=rtol, atol=2e-5)
   assert [len(h) for h in together] == [len(h) for h in run]
+  for phases in (cohort.phases, record.phases):  # the selected epochs, by the config's rule
+    for name, phase in phases.items():
+      first = 0 if name == "phase2" and overrides.get("phase2_keeps_start") else 1
+      losses = [e.val_loss for e in phase.history[first:]]
+      assert phase.best.epoch == first + int(np.argmin(losses))
   names = record.config["pool"]
   if group != "dtype":
     assert cohort.activation_counts == record.activation_counts

@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import smartmixed_jax as sm
@@ -102,7 +103,8 @@ def test_wrong_data_width(mnist):
     (dict(temperature=float("nan")), "temperature must be a finite number > 0"),
     (dict(batch_size=0), "batch_size must be an integer >= 1"),
     (dict(baseline="swish"), "baseline 'swish' is not in the pool"),
-    (dict(schedule="linear"), r"Unknown schedule 'linear'; valid schedules are \['constant', 'cosine'\]"),
+    (dict(schedule="linear"), r"Unknown schedule 'linear'; valid schedules are \['constant', 'cosine', 'c"),
+    (dict(phase2_keeps_start=1), "phase2_keeps_start must be True or False, got 1"),
     (dict(logits_lr_scale=0), "logits_lr_scale must be a finite number > 0, got 0"),
   ],
 )
@@ -165,6 +167,31 @@ def test_logits_lr_scale_moves_only_the_logits_faster():
   weights = dataclasses.replace(params, logits=())
   opt = _tiny(logits_lr_scale=10.0).optimizer(10)
   opt.update(dataclasses.replace(grads, logits=()), opt.init(weights), weights)
+
+
+def _first_step_sizes(optimizer, n=3):
+  """The learning rate at each of the optimizer's first ``n`` steps: Adam moves a parameter whose gradient
+  never changes by exactly the learning rate (after bias correction)."""
+  params, grads = jnp.zeros(1), jnp.full(1, 1e-3)  # well under the clipping norm
+  state, sizes = optimizer.init(params), []
+  for _ in range(n):
+    updates, state = optimizer.update(grads, state, params)
+    sizes.append(float(-updates[0]))
+  return np.array(sizes)
+
+
+def test_cosine_run_continues_one_schedule_across_the_phases():
+  """Phase 1 and Phase 2 follow the baseline's one cosine over both phases' steps; "cosine" restarts it."""
+  run, phases = _tiny(schedule="cosine_run"), _tiny(schedule="cosine")
+  p1, p2 = 40, 60  # steps per phase
+  baseline = _first_step_sizes(run.optimizer(p1 + p2), p1 + p2)
+  np.testing.assert_allclose(_first_step_sizes(run.optimizer(p1, after=p2)), baseline[:3], rtol=1e-4)
+  phase2 = _first_step_sizes(run.optimizer(p2, before=p1))
+  np.testing.assert_allclose(phase2, baseline[p1 : p1 + 3], rtol=1e-4)
+  assert baseline[p1] < 0.8 * baseline[0]  # the run's schedule has decayed by Phase 2
+  restart = _first_step_sizes(phases.optimizer(p2, before=p1))  # "cosine" starts each phase at the peak
+  np.testing.assert_allclose(restart, _first_step_sizes(phases.optimizer(p2)))
+  assert restart[0] == pytest.approx(1e-3, rel=1e-4)
 
 
 def test_configs_written_before_logits_lr_scale_still_load():
@@ -278,3 +305,22 @@ def test_the_application_names_moved_to_app_still_resolve_with_a_warning():
   with pytest.raises(AttributeError, match="no attribute 'make_configs'"):
     sm.make_configs  # noqa: B018
   assert set(sm.__all__).isdisjoint(app.__all__) and all(hasattr(app, name) for name in app.__all__)
+
+
+@pytest.mark.parametrize("select_start", [False, True])
+def test_a_phase_keeps_its_starting_model_only_if_asked(select_start):
+  """Gradient ascent makes every epoch worse than the start: only ``select_start`` keeps the start."""
+  x = jax.random.normal(jax.random.key(0), (256, 4))
+  y = (x[:, 0] > 0).astype(jnp.int32)
+  model = sm.fixed_mlp(jax.random.key(1), (4, 16, 2), "relu")
+  splits = {"train": (x, y), "val": (x, y), "test": (x, y)}
+  result = sm.fit(
+    model, apply=lambda m, x, key, step: m(x), optimizer=optax.sgd(-0.1), splits=splits, epochs=3,
+    key=jax.random.key(2), batch_size=64, select_start=select_start, progress=False,
+  )  # fmt: skip
+  losses = [e["val_loss"] for e in result.histories[0]]
+  assert losses == sorted(losses)  # ascent: each epoch worse
+  assert result.best_epochs == [0 if select_start else 1]
+  if select_start:
+    chex.assert_trees_all_equal(result.best_params, model)
+    assert result.best()["val_loss"] == losses[0]

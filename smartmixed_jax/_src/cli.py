@@ -26,7 +26,7 @@ from smartmixed_jax._src.rundir import CHECKPOINTS, RunBusyError, Stopped
 OVERRIDES = (
   "phase1_epochs", "phase2_epochs", "seed", "learning_rate", "schedule", "batch_size", "temperature",
   "final_temperature", "pool", "dataset", "baseline", "reinit_phase2", "train_limit", "dtype",
-  "logits_lr_scale", "switch_patience", "switch_threshold",
+  "logits_lr_scale", "switch_patience", "switch_threshold", "phase2_keeps_start",
 )  # fmt: skip
 """``train`` flags that override the preset's value when given (None: not given)."""
 
@@ -109,7 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument("--phase2-epochs", type=int)
   train.add_argument("--seed", type=int)
   train.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-  train.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule per phase")
+  train.add_argument(
+    "--schedule",
+    choices=list(SCHEDULES),
+    help="learning rate: constant; cosine, decaying to zero over each phase; cosine_run, one cosine over"
+    " both phases (Phase 2 continues Phase 1's, as a baseline of the same total epochs has it)",
+  )
   train.add_argument("--batch-size", type=int)
   train.add_argument("--temperature", type=float)
   train.add_argument(
@@ -150,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
   )
   reinit.add_argument(
     "--carry-over", dest="reinit_phase2", action="store_false", help="carry the Phase 1 weights into Phase 2"
+  )
+  train.add_argument(
+    "--phase2-keeps-start",
+    action="store_true",
+    default=None,
+    help="Phase 2 may keep its starting model, the frozen Phase 1 network (its epoch 0), if no later epoch"
+    " has a lower validation loss (beyond the paper)",
   )
   train.add_argument("--train-limit", type=int, help="use only the first N training examples")
   train.add_argument(

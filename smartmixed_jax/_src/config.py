@@ -20,7 +20,7 @@ from smartmixed_jax._src.selection import MIN_TEMPERATURE
 
 INPUT_SIZE = 784
 NUM_CLASSES = 10
-SCHEDULES = ("constant", "cosine")
+SCHEDULES = ("constant", "cosine", "cosine_run")
 
 ARCHITECTURES: dict[str, tuple[int, ...]] = {
   "simple_2layer": (512,),
@@ -65,7 +65,7 @@ def parse_architecture(arch: str) -> tuple[int, ...]:
 DTYPES = ("float32", "bfloat16")
 
 
-ADDED_FIELDS = ("logits_lr_scale",)
+ADDED_FIELDS = ("logits_lr_scale", "phase2_keeps_start")
 """Config fields added after 0.2.0: optional in :meth:`Config.from_dict`."""
 
 
@@ -81,7 +81,11 @@ class Config:
     baseline: if set, train a fixed-activation MLP with this activation for
       ``phase1_epochs + phase2_epochs`` epochs instead of SmartMixed.
     learning_rate: Adam learning rate (the peak, with a schedule).
-    schedule: ``"constant"`` or ``"cosine"`` (decays to zero over each phase).
+    schedule: ``"constant"``; ``"cosine"``, decaying to zero over each phase
+      (Phase 2 starts again from the peak); or ``"cosine_run"``, one cosine
+      decay over the whole run's ``phase1_epochs + phase2_epochs``, which
+      Phase 2 continues where Phase 1's planned epochs end: the schedule a
+      baseline of the same total epochs follows (its ``"cosine"``).
     batch_size: training batch size.
     clip_norm: global gradient-norm clip (logits included).
     temperature: Gumbel-Softmax temperature (at the start of Phase 1).
@@ -113,6 +117,10 @@ class Config:
       state and the loss stay float32).
     logits_lr_scale: the selection logits learn this many times faster than
       the weights (beyond the paper; selection decides sooner).
+    phase2_keeps_start: Phase 2's epoch 0, the frozen Phase 1 network, is a
+      candidate for its model selection, so Phase 2 never ends worse on
+      validation than the model it started from (beyond the paper, which
+      selects among Phase 2's trained epochs only).
   """
 
   hidden: tuple[int, ...] = ARCHITECTURES["medium_5layer"]
@@ -140,6 +148,7 @@ class Config:
   switch_threshold: float = 0.01
   dtype: str = "float32"
   logits_lr_scale: float = 1.0
+  phase2_keeps_start: bool = False
 
   def __post_init__(self):
     object.__setattr__(self, "hidden", validate_layer_sizes((INPUT_SIZE, *self.hidden, NUM_CLASSES))[1:-1])
@@ -188,6 +197,9 @@ class Config:
       raise ValueError(f"switch_patience must be an integer >= 1 or None, got {self.switch_patience!r}.")
     if not 0 < self.switch_threshold <= 1:
       raise ValueError(f"switch_threshold must be in (0, 1], got {self.switch_threshold!r}.")
+    for name in ("reinit_phase2", "softmax_output", "noisy_eval", "skip_nonfinite", "phase2_keeps_start"):
+      if not isinstance(getattr(self, name), bool):
+        raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
     if self.dtype not in DTYPES:
       raise ValueError(f"Unknown dtype {self.dtype!r}; valid dtypes are {list(DTYPES)}.")
     if self.baseline is not None and self.baseline not in names:
@@ -197,12 +209,19 @@ class Config:
   def layer_sizes(self) -> tuple[int, ...]:
     return (INPUT_SIZE, *self.hidden, NUM_CLASSES)
 
-  def optimizer(self, steps: int) -> optax.GradientTransformation:
-    """The run's optimizer for a phase of ``steps`` steps (the schedule decays over them)."""
+  def optimizer(self, steps: int, *, before: int = 0, after: int = 0) -> optax.GradientTransformation:
+    """The run's optimizer for a phase of ``steps`` steps.
+
+    Under ``"cosine"`` the learning rate decays over the phase's steps; under
+    ``"cosine_run"`` over the whole run, of which ``before`` steps come before
+    this phase and ``after`` steps after it.
+    """
+    run = self.schedule == "cosine_run"
     return make_optimizer(
       self.learning_rate,
       self.clip_norm,
-      decay_steps=steps if self.schedule == "cosine" else None,
+      decay_steps={"constant": None, "cosine": steps, "cosine_run": before + steps + after}[self.schedule],
+      decay_offset=before if run else 0,
       skip_nonfinite=self.skip_nonfinite,
       logits_scale=self.logits_lr_scale,
     )

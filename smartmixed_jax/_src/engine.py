@@ -223,11 +223,20 @@ class TwoPhaseResult:
     return sum(p.seconds for p in (self.phase1, self.phase2, self.continued) if p is not None)
 
 
-def _fit(config: Config, splits: loop.Splits, params, *, epochs: int, models: Optional[int], **kwargs):
-  """``loop.fit`` with the config's optimizer, batch sizes and loss."""
-  steps = epochs * math.ceil(splits["train"][0].shape[0] / config.batch_size)
+def _fit(
+  config: Config, splits: loop.Splits, params, *, epochs: int, models: Optional[int], phase: str, **kwargs
+):
+  """``loop.fit`` with the config's optimizer, batch sizes and loss, for ``phase``: ``"phase1"``,
+  ``"phase2"`` (the run's schedule continued, its start a candidate if the config says so) or
+  ``"baseline"`` (both phases' epochs in one)."""
+  per_epoch = math.ceil(splits["train"][0].shape[0] / config.batch_size)
+  before, after = {
+    "phase1": (0, config.phase2_epochs), "phase2": (config.phase1_epochs, 0), "baseline": (0, 0)
+  }[phase]  # fmt: skip
+  optimizer = config.optimizer(epochs * per_epoch, before=before * per_epoch, after=after * per_epoch)
   return loop.fit(
-    params, optimizer=config.optimizer(steps), splits=splits, epochs=epochs, models=models,
+    params, optimizer=optimizer, splits=splits, epochs=epochs, models=models,
+    select_start=phase == "phase2" and config.phase2_keeps_start,
     batch_size=config.batch_size, eval_batch_size=config.eval_batch_size, loss_fn=config.loss_fn, **kwargs,
   )  # fmt: skip
 
@@ -308,8 +317,8 @@ def two_phase(
     switch = config.switch_patience and settled(config.switch_patience, config.switch_threshold)
     phase1 = _fit(
       config, splits, init(keys.init), apply=selective, eval_apply=evaluate, epochs=config.phase1_epochs,
-      models=models, key=keys.phase1, step_stats=sampled_activations, epoch_stats=phase1_stats,
-      stop_early=switch or None, name="phase1", resume=hooks.resume("phase1"),
+      models=models, phase="phase1", key=keys.phase1, step_stats=sampled_activations,
+      epoch_stats=phase1_stats, stop_early=switch or None, name="phase1", resume=hooks.resume("phase1"),
       on_epoch=hooks.on_epoch("phase1", 0, {}, {}), mesh=mesh(models), **common,
     )  # fmt: skip
   selected = phase1.best_params
@@ -324,8 +333,8 @@ def two_phase(
     )  # fmt: skip
     phase2 = _fit(
       config, splits, model, apply=phase2_forward(config, choices_as_data=False),
-      epochs=config.phase2_epochs, models=None, key=keys.phase2, name="phase2", resume=hooks.resume("phase2"),
-      on_epoch=on_epoch, mesh=mesh(None), **common,
+      epochs=config.phase2_epochs, models=None, phase="phase2", key=keys.phase2, name="phase2",
+      resume=hooks.resume("phase2"), on_epoch=on_epoch, mesh=mesh(None), **common,
     )  # fmt: skip
     return TwoPhaseResult(phase1, phase2, variants, {"argmax": picks})
   seeds = tuple(seeds)
@@ -340,14 +349,14 @@ def two_phase(
   phase2 = _fit(
     config, splits, stacked,  # (weights, choices): the choices are data, not trained
     apply=phase2_forward(config, choices_as_data=True), epochs=config.phase2_epochs,
-    models=len(variants) * len(seeds), key=jnp.concatenate([keys.phase2] * len(variants)),
+    models=len(variants) * len(seeds), phase="phase2", key=jnp.concatenate([keys.phase2] * len(variants)),
     name="phase2", mesh=mesh(len(variants) * len(seeds)), **common,
   )  # fmt: skip
   continued = None
   if continue_phase1:
     continued = _fit(
       config, splits, selected, apply=selective, eval_apply=evaluate, epochs=config.phase2_epochs,
-      models=models, key=keys.phase2, name="phase1 continued", mesh=mesh(models), **common,
+      models=models, phase="phase2", key=keys.phase2, name="phase1 continued", mesh=mesh(models), **common,
     )  # fmt: skip
   return TwoPhaseResult(phase1, phase2, variants, rules, continued, seeds)
 
@@ -382,8 +391,8 @@ def baselines(
     on_epoch = hooks.on_epoch(config.baseline, 0, {}, {"choices": [c.tolist() for c in model.choices()]})
     return _fit(
       config, splits, model, apply=phase2_forward(config, choices_as_data=False), epochs=epochs, models=None,
-      key=keys.phase2, name=config.baseline, resume=hooks.resume(config.baseline), on_epoch=on_epoch,
-      mesh=data_parallel_mesh(devices), progress=progress,
+      phase="baseline", key=keys.phase2, name=config.baseline, resume=hooks.resume(config.baseline),
+      on_epoch=on_epoch, mesh=data_parallel_mesh(devices), progress=progress,
     )  # fmt: skip
   if checkpointing is not None:
     raise ValueError("A cohort trains without checkpoints; checkpointing is for one model.")
@@ -403,7 +412,7 @@ def baselines(
     params = (params, [jnp.asarray([[names.index(act)] * n for act, _ in pairs], jnp.int32) for n in hidden])
     apply = phase2_forward(config, choices_as_data=True)
   return _fit(
-    config, splits, params, apply=apply, epochs=epochs, models=len(pairs), key=keys.phase2,
+    config, splits, params, apply=apply, epochs=epochs, models=len(pairs), phase="baseline", key=keys.phase2,
     name="+".join(activations),
     mesh=models_mesh(len(pairs), devices or jax.device_count()), progress=progress, stop_on_nonfinite=False,
   )  # fmt: skip

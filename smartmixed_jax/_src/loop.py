@@ -46,6 +46,7 @@ def make_optimizer(
   clip_norm: float,
   *,
   decay_steps: Optional[int] = None,
+  decay_offset: int = 0,
   skip_nonfinite: bool = False,
   logits_scale: float = 1.0,
 ) -> optax.GradientTransformation:
@@ -55,6 +56,8 @@ def make_optimizer(
     learning_rate: Adam's learning rate; the peak if ``decay_steps`` is set.
     clip_norm: maximum global norm of the gradients.
     decay_steps: if set, cosine-decay the learning rate to zero over this many steps.
+    decay_offset: the optimizer's first step is this step of the decay: a
+      phase that continues a schedule begun by an earlier phase.
     skip_nonfinite: skip (do not apply) updates whose gradients are not finite.
       The state has the same structure either way, so a resumed run may switch it.
     logits_scale: the selection logits learn this many times faster than the
@@ -64,7 +67,8 @@ def make_optimizer(
       make_optimizer(...), wrt=nnx.Param)``) and Linen params alike.
   """
   if decay_steps:
-    learning_rate = optax.cosine_decay_schedule(learning_rate, decay_steps)
+    cosine = optax.cosine_decay_schedule(learning_rate, decay_steps)
+    learning_rate = (lambda count: cosine(count + decay_offset)) if decay_offset else cosine
   optimizer = optax.chain(optax.clip_by_global_norm(clip_norm), optax.adam(learning_rate))
   if logits_scale != 1.0:  # only then, so the state of existing checkpoints keeps its structure
     optimizer = optax.chain(optimizer, optax.masked(optax.scale(logits_scale), _logits_mask))
@@ -291,7 +295,7 @@ class PhaseState:
 
   ``histories[m][e]`` is model ``m``'s epoch ``e`` record; epoch 0 is the model
   before the first update. ``best_params`` are each model's lowest-validation-
-  loss parameters among epochs >= 1 (epoch 0 only for a phase of 0 epochs).
+  loss parameters among epochs >= 1, or >= 0 (see ``fit``'s ``select_start``).
   """
 
   epoch: int
@@ -464,14 +468,16 @@ def _on_mesh(mesh, models, params, key, splits, resume):
   return params, key, _place(splits, shared), resume, batch_sharding
 
 
-def _start(run: _Programs, optimizer, params, key, val_split, *, epochs: int, models: Optional[int]):
-  """Epoch 0: the models before any update, evaluated (a candidate for selection only if ``epochs == 0``)."""
+def _start(run: _Programs, optimizer, params, key, val_split, *, epochs: int, models, select_start: bool):
+  """Epoch 0: the models before any update, evaluated (a candidate for selection if ``select_start``,
+  or if ``epochs == 0``)."""
   key, eval_key, _ = run.split3(key)
   val = run.evaluate(params, *val_split, eval_key, jnp.int32(0))
   count = models or 1
   losses, accs = (np.asarray(a).reshape(count) for a in jax.device_get((val.loss, val.accuracy)))
   histories = [[{"epoch": 0, "val_loss": _float(v), "val_accuracy": _float(a)}] for v, a in zip(losses, accs)]
-  best_loss = val.loss if epochs == 0 else jnp.full(np.shape(val.loss), jnp.inf)
+  finite = jnp.where(jnp.isfinite(val.loss), val.loss, jnp.inf)
+  best_loss = finite if epochs == 0 or select_start else jnp.full(np.shape(val.loss), jnp.inf)
   meta = dict(best_loss=best_loss, best_epochs=[0] * count, histories=histories)
   return PhaseState.initial(params, optimizer, key, **meta)
 
@@ -516,6 +522,7 @@ def fit(
   epoch_stats: Optional[Callable[[Any, Any, Any], dict[str, Any]]] = None,
   stop_early: Optional[Callable[[PhaseState], bool]] = None,
   stop_on_nonfinite: bool = True,
+  select_start: bool = False,
   name: str = "train",
   progress: bool = True,
   resume: Optional[PhaseState] = None,
@@ -524,9 +531,9 @@ def fit(
 ) -> PhaseResult:
   """Trains for ``epochs`` and keeps each model's lowest-validation-loss epoch.
 
-  Epoch 0 (before any update) is evaluated and recorded but is a candidate
-  for selection only when ``epochs == 0``. The test split is evaluated once,
-  for the selected parameters.
+  Epoch 0 (before any update) is evaluated and recorded; it is a candidate
+  for selection when ``select_start`` is set (or ``epochs == 0``). The test
+  split is evaluated once, for the selected parameters.
 
   Args:
     params: initial parameters (any pytree), or ``M`` models' parameters
@@ -553,6 +560,9 @@ def fit(
     stop_on_nonfinite: raise :class:`NonFiniteError` when a model's loss or
       parameters become non-finite, or when every step of an epoch was
       skipped; otherwise record it and go on.
+    select_start: epoch 0, the parameters given, competes in the selection:
+      a phase that starts from a trained model (SmartMixed's Phase 2 starts
+      from the frozen Phase 1 network) may then keep it.
     name: phase name for the progress bar and messages.
     progress: show a progress bar with live metrics.
     resume: a state given to ``on_epoch`` earlier; training continues from it.
@@ -583,7 +593,9 @@ def fit(
   step_of = lambda epoch: jnp.int32(epoch * steps_per_epoch)  # noqa: E731
   index = (lambda m: functools.partial(_model, m)) if stacked else (lambda m: lambda tree: tree)  # noqa: E731
 
-  state = resume or _start(run, optimizer, params, key, splits["val"], epochs=epochs, models=models)
+  state = resume or _start(
+    run, optimizer, params, key, splits["val"], epochs=epochs, models=models, select_start=select_start
+  )
   elapsed, stats = state.seconds, None
   # A resumed phase that had already stopped early (its checkpoint is its last) stays stopped.
   stopped = resume is not None and stop_early is not None and 0 < state.epoch < epochs
@@ -633,7 +645,8 @@ def fit(
       break
   if on_epoch is not None and state.epoch == 0 == epochs:
     on_epoch(state, True)
-  never = [m for m in range(count) if epochs and state.best_epochs[m] == 0]
+  unselected = ~np.isfinite(per_model(jax.device_get(state.best_loss)))
+  never = [m for m in range(count) if epochs and unselected[m]]
   if never and stop_on_nonfinite:
     raise NonFiniteError(
       f"{name}: no epoch had a finite validation loss (models {never}); check the validation data."
