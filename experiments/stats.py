@@ -145,33 +145,51 @@ def paired_p(diffs: Sequence[float]) -> float:
   return float(scipy.stats.ttest_1samp(diffs, 0.0).pvalue)
 
 
-def paired(runs: Sequence[RunRecord], a, b) -> dict[str, Any]:
-  """``a(run) - b(run)`` over SmartMixed runs (``a``, ``b`` map a run to a number or None).
+@dataclasses.dataclass(frozen=True)
+class Across:
+  """A paired difference per architecture (over its seeds) and across architectures.
 
-  Returns ``per_arch`` (a :class:`Stat` over seeds per architecture), ``all``
-  (over seeds, of each seed's mean over architectures: its confidence
-  interval is over seeds, not architectures), and ``higher`` / ``lower``: how
-  many architectures differ by a paired t-test, Holm-corrected over them.
+  The unit of a claim about architectures is the architecture: ``overall`` is
+  over the architectures' seed means (its CI has one degree of freedom fewer
+  than there are architectures), or over the seeds when there is only one.
+  ``higher`` and ``lower`` name the architectures whose difference is
+  significant by a paired t-test over seeds, Holm-corrected over the
+  ``tested`` architectures.
   """
-  per_arch, per_seed, pvalues = {}, defaultdict(list), {}
+
+  per_arch: dict[str, Stat]
+  overall: Stat
+  higher: tuple[str, ...]
+  lower: tuple[str, ...]
+  tested: int
+
+  @property
+  def unit(self) -> str:
+    """What ``overall``'s confidence interval is over."""
+    return "architectures" if sum(s.n > 0 for s in self.per_arch.values()) > 1 else "seeds"
+
+
+def across(per_arch: dict[str, Sequence[float]], alpha: float = 0.05) -> Across:
+  """:class:`Across` from each architecture's per-seed differences."""
+  stats = {arch: Stat(values) for arch, values in per_arch.items()}
+  measured = [arch for arch, stat in stats.items() if stat.n]
+  if len(measured) > 1:
+    overall = Stat(stats[arch].mean for arch in measured)
+  else:
+    overall = Stat(per_arch[measured[0]] if measured else [])
+  pvalues = {arch: paired_p(values) for arch, values in per_arch.items() if len(values) >= 2}
+  significant = holm(pvalues, alpha)
+  pick = lambda side: tuple(a for a in stats if a in significant and side * stats[a].mean > 0)  # noqa: E731
+  return Across(stats, overall, pick(1), pick(-1), len(pvalues))
+
+
+def paired(runs: Sequence[RunRecord], a, b) -> Across:
+  """``a(run) - b(run)`` over SmartMixed runs, as :class:`Across` (``a``, ``b``: a run -> number or None)."""
+  per_arch = {}
   for arch, models in by_arch_model(runs).items():
-    diffs = []
-    for seed, run in models.get("smartmixed", {}).items():
-      x, y = a(run), b(run)
-      if x is not None and y is not None:
-        diffs.append(x - y)
-        per_seed[seed].append(x - y)
-    per_arch[arch] = Stat(diffs)
-    if len(diffs) >= 2:
-      pvalues[arch] = paired_p(diffs)
-  significant = holm(pvalues)
-  return {
-    "per_arch": per_arch,
-    "all": Stat(statistics.fmean(d) for d in per_seed.values()),
-    "higher": sum(per_arch[a].mean > 0 for a in significant),
-    "lower": sum(per_arch[a].mean < 0 for a in significant),
-    "tested": len(pvalues),
-  }
+    pairs = [(a(run), b(run)) for run in models.get("smartmixed", {}).values()]
+    per_arch[arch] = [x - y for x, y in pairs if x is not None and y is not None]
+  return across(per_arch)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,13 +213,34 @@ def phase_gain(runs: Sequence[RunRecord]) -> PhaseGain:
   return PhaseGain(gain(learned), gain(runs), len(runs) - len(learned))
 
 
-def _overall(diff: dict[str, Any]) -> str:
-  """The overall paired difference and on how many architectures it is significant."""
+def _overall(diff: Across, scale: float = 100.0, digits: int = 2) -> str:
+  """The paired difference across architectures, and on how many it is significant."""
+  n = diff.overall.n
+  if diff.unit == "seeds":
+    return f"{diff.overall.fmt_ci(scale, digits)} points (95% CI over {n} seeds)"
   return (
-    f"{diff['all'].fmt_ci()} points (mean over architectures, 95% CI over seeds); significantly higher on"
-    f" {diff['higher']} of {diff['tested']} architectures, lower on {diff['lower']} (paired t-tests,"
-    " Holm-corrected)"
+    f"{diff.overall.fmt_ci(scale, digits)} points (mean of {n} architectures, 95% CI over architectures);"
+    f" significantly higher on {len(diff.higher)} of {diff.tested} architectures, lower on"
+    f" {len(diff.lower)} (paired t-tests over seeds, Holm-corrected)"
   )
+
+
+def kept_start(run: RunRecord) -> RunRecord:
+  """``run`` as if its Phase 2 could keep its starting model (``phase2_keeps_start``), from its record.
+
+  Phase 2's epoch 0 is the frozen Phase 1 network when the weights carry over:
+  the same function as Phase 1's selected epoch, so its test accuracy is
+  Phase 1's. Where no trained Phase 2 epoch has a lower validation loss, that
+  becomes Phase 2's selected model. Other runs are returned unchanged.
+  """
+  if run.model != "smartmixed" or run.phase2 is None or not run.main.endswith("/carry"):
+    return run
+  start, best = run.phase2.history[0], run.phase2.best
+  if best.epoch == 0 or start.val_loss is None or best.val_loss is None or start.val_loss > best.val_loss:
+    return run
+  phase1 = run.phase1.best
+  kept = type(best)(0, start.val_loss, start.val_accuracy, phase1.test_loss, phase1.test_accuracy)
+  return dataclasses.replace(run, phases={**run.phases, "phase2": dataclasses.replace(run.phase2, best=kept)})
 
 
 def friedman(runs: Sequence[RunRecord], models: Sequence[str]) -> dict[str, Any]:
@@ -268,25 +307,39 @@ def _group_share(counts: dict[str, int], group: Sequence[str]) -> float:
   return sum(counts.get(g, 0) for g in group) / sum(counts.values())
 
 
+def _deep_enough(run: RunRecord, min_layers: int) -> bool:
+  """A SmartMixed run that learned, with at least ``min_layers`` hidden layers."""
+  return run.model == "smartmixed" and not failed(run) and len(run.rule_counts["argmax"]) >= min_layers
+
+
 def first_last_shares(
   runs: Sequence[RunRecord], group: Sequence[str], min_layers: int = 3
 ) -> dict[str, Stat]:
-  """Share of the activations in ``group`` in the first and the last hidden
-  layer of networks with at least ``min_layers`` hidden layers, ``shift``
-  (first minus last, paired within each run) and ``rise`` (last minus
-  first); one value per seed (averaged
-  over architectures, failed runs left out), so the spread is over seeds."""
-  per_seed: dict[str, dict[int, list[float]]] = {
-    k: defaultdict(list) for k in ("first", "last", "shift", "rise")
-  }
+  """Share of the activations in ``group`` in the ``first`` and the ``last`` hidden layer of networks with
+  at least ``min_layers`` hidden layers; one value per seed (averaged over architectures, failed runs left
+  out), so the spread is over seeds."""
+  per_seed: dict[str, dict[int, list[float]]] = {k: defaultdict(list) for k in ("first", "last")}
   for run in runs:
-    if run.model != "smartmixed" or failed(run) or len(run.rule_counts["argmax"]) < min_layers:
-      continue
-    layers = run.rule_counts["argmax"]
-    first, last = _group_share(layers[0], group), _group_share(layers[-1], group)
-    for where, value in (("first", first), ("last", last), ("shift", first - last), ("rise", last - first)):
-      per_seed[where][run.seed].append(value)
+    if _deep_enough(run, min_layers):
+      layers = run.rule_counts["argmax"]
+      per_seed["first"][run.seed].append(_group_share(layers[0], group))
+      per_seed["last"][run.seed].append(_group_share(layers[-1], group))
   return {where: Stat(statistics.fmean(v) for v in seeds.values()) for where, seeds in per_seed.items()}
+
+
+def layer_shift(
+  runs: Sequence[RunRecord], group: Sequence[str], *, rise: bool, min_layers: int = 3
+) -> Across:
+  """How much more of ``group`` the last hidden layer holds than the first (``rise``), or the first than
+  the last, paired within each run, as :class:`Across` (networks with >= ``min_layers`` hidden layers)."""
+  per_arch = defaultdict(list)
+  for run in runs:
+    if _deep_enough(run, min_layers):
+      layers = run.rule_counts["argmax"]
+      shift = _group_share(layers[-1], group) - _group_share(layers[0], group)
+      per_arch[run.arch].append(shift if rise else -shift)
+  order = list(ARCHITECTURES)
+  return across({arch: per_arch[arch] for arch in sorted(per_arch, key=order.index)})
 
 
 def decisiveness(runs: Sequence[RunRecord]) -> dict[str, dict[str, Stat]]:
