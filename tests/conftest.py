@@ -36,20 +36,36 @@ def pytest_configure(config):
 
 SLOW_FIRST = (
   "test_sweep.py::test_tiny_sweep_end_to_end",
+  "test_properties.py::test_freeze_preserves",  # synthetic: runs while the first worker builds MNIST's cache
   "test_scale.py::test_two_processes",
   "test_scale.py::test_sweep_on_four_devices",
-  "test_experiments.py::test_fashion_mnist_smoke",
-  "test_checkpoint.py::test_sigkill_mid_run",
   "test_scale.py::test_four_devices",
-  "test_properties.py::test_freeze_preserves",
+  "test_reliability.py::test_sigterm_checkpoints",
+  "test_experiments.py::test_fashion_mnist_smoke",
 )
-"""The longest tests (about 30-80 s each on 2 cores) start first: a long one started last would leave the
-other worker idle at the end (the wall time of ``pytest -n auto``)."""
+"""The longest tests (about 35-85 s each on 2 cores), dealt round-robin to the workers' first places: a
+long one started last would leave the other workers idle at the end (the wall time of ``pytest -n``)."""
 
 
 def pytest_collection_modifyitems(config, items):
+  """Every worker starts with its share of :data:`SLOW_FIRST`.
+
+  pytest-xdist's ``worksteal`` gives each of ``k`` workers a contiguous part
+  of the collection (the first ``n // k`` items, then ``(n - n // k) // (k - 1)``
+  of the rest, ...), so each part is made to begin with its slow tests.
+  """
   rank = lambda item: next((i for i, s in enumerate(SLOW_FIRST) if s in item.nodeid), len(SLOW_FIRST))  # noqa: E731
-  items.sort(key=rank)  # stable: everything else keeps its order
+  slow = sorted((item for item in items if rank(item) < len(SLOW_FIRST)), key=rank)
+  rest = [item for item in items if rank(item) == len(SLOW_FIRST)]
+  workers = getattr(config, "workerinput", {}).get("workercount", 1)
+  ordered, left = [], len(items)
+  for w in range(workers):
+    part = slow[w::workers]
+    fill = max(0, left // (workers - w) - len(part))
+    part, rest = part + rest[:fill], rest[fill:]
+    ordered += part
+    left -= len(part)
+  items[:] = ordered + rest
 
 
 def pytest_unconfigure(config):
@@ -82,6 +98,14 @@ def mnist_cache(tmp_path_factory, worker_id):
 @pytest.fixture(scope="session")
 def mnist(mnist_cache):
   return app.load_mnist(mnist_cache)
+
+
+@pytest.fixture(scope="session")
+def mnist_1k(mnist):
+  """MNIST with its first 1000 validation and test examples, for tests that need runs, not accurate ones:
+  evaluating many models on the full 16k examples would cost more than training them on a subset."""
+  cut = lambda split: app.Split(split.x[:1000], split.y[:1000])  # noqa: E731
+  return app.Dataset(mnist.train, cut(mnist.validation), cut(mnist.test), mnist.source)
 
 
 @pytest.fixture(scope="session")
