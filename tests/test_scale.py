@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -102,25 +103,52 @@ def test_sweep_on_four_devices_writes_the_single_device_records(mnist_cache, tmp
   assert json.loads((tmp_path / "4" / "sweep.json").read_text())["devices"] == 4
 
 
-def test_two_processes_joined_by_jax_distributed_match_one(mnist_cache, tmp_path):
-  """A real multi-host run: two local processes (CPU collectives over gloo), one device each."""
+def _port() -> int:
   import socket
 
   with socket.socket() as s:
     s.bind(("localhost", 0))
-    port = s.getsockname()[1]
-  args = ["train", "--arch", "64-32", "--phase1-epochs", "2", "--phase2-epochs", "1", "--train-limit",
-          "2048", "--seed", "3", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
+    return s.getsockname()[1]
+
+
+def _processes(command, env, *extra) -> list[subprocess.Popen]:
+  return [subprocess.Popen([*command, *extra, "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+
+
+def test_two_processes_joined_by_jax_distributed_stop_together_resume_and_match_one(mnist_cache, tmp_path):
+  """A real multi-host run: two local processes (CPU collectives over gloo), one device each. SIGTERM to
+  process 1 alone stops both after the same epoch, checkpointed (not JAX's preemption handler, which would
+  swallow it); resumed, they finish with what one process trains."""
+  import time
+
+  args = ["train", "--arch", "64-32", "--phase1-epochs", "3", "--phase2-epochs", "2", "--train-limit",
+          "12000", "--seed", "3", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
   args += ["--data-dir", str(mnist_cache)]
   command = [str(Path(sys.executable).with_name("smartmixed")), *args]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   # The session's shared compilation cache is for single-process programs: collectives' do not reload.
   env.pop("JAX_COMPILATION_CACHE_DIR", None)
-  hosts = ["--out", str(tmp_path / "two"), "--coordinator", f"localhost:{port}", "--num-processes", "2"]
-  processes = [subprocess.Popen([*command, *hosts, "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+  two = tmp_path / "two"
+  hosts = lambda: ["--coordinator", f"localhost:{_port()}", "--num-processes", "2"]  # noqa: E731
+  processes = _processes(command, env, "--out", str(two), *hosts())
+  deadline = time.monotonic() + 240
+  while not (two / "checkpoints" / "1").is_dir() and time.monotonic() < deadline:
+    assert all(p.poll() is None for p in processes), [p.communicate()[1][-2000:] for p in processes]
+    time.sleep(0.02)
+  processes[1].send_signal(signal.SIGTERM)
   outputs = [p.communicate(timeout=300) for p in processes]
-  assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+  assert [p.returncode for p in processes] == [143, 143], [err[-2000:] for _, err in outputs]
+  assert "SIGTERM: stopping after the current epoch" in outputs[1][1]
+  stopped = {err.split("stopped on request after ")[1].split(";")[0] for _, err in outputs}
+  assert len(stopped) == 1, stopped  # the same phase and epoch on both
+  assert not (two / "results.json").exists()
+
+  script = command[0]
+  resume = [script, "train", "--resume", str(two), "--no-progress", "--data-dir", str(mnist_cache)]
+  resumed = _processes(resume, env, *hosts())
+  outputs = [p.communicate(timeout=300) for p in resumed]
+  assert [p.returncode for p in resumed] == [0, 0], [err[-2000:] for _, err in outputs]
   assert "wrote" in outputs[0][0] and "wrote" not in outputs[1][0]  # only process 0 writes
   one = subprocess.run([*command, "--out", str(tmp_path / "one")], env=env, capture_output=True, text=True)
   assert one.returncode == 0, one.stderr[-2000:]
@@ -129,17 +157,53 @@ def test_two_processes_joined_by_jax_distributed_match_one(mnist_cache, tmp_path
   for key, value in single["final"].items():
     assert abs(value - two["final"][key]) <= 1e-5 * abs(value), key
   assert (
-    sorted(int(p.name) for p in (tmp_path / "two" / "checkpoints").iterdir() if p.name.isdigit())[-1] == 3
+    sorted(int(p.name) for p in (tmp_path / "two" / "checkpoints").iterdir() if p.name.isdigit())[-1] == 5
   )
+
+
+REFUSED = """
+import sys
+import numpy as np
+from smartmixed_jax import app
+from smartmixed_jax._src import cli
+hosts = ["--coordinator", sys.argv[1], "--num-processes", "2", "--process-id", sys.argv[2]]
+cli._join_processes(cli.build_parser().parse_args(["train", *hosts]))
+rng = np.random.default_rng(0)
+split = lambda n: app.Split(rng.uniform(size=(n, 784)).astype(np.float32), np.arange(n, dtype=np.int32) % 10)
+data = app.Dataset(split(256), split(64), split(64), "synthetic")
+config = app.make_config("16", phase1_epochs=1, phase2_epochs=1, batch_size=64)
+try:
+  app.train_and_evaluate(config, data, workdir=sys.argv[3], progress=False)
+except ValueError as e:
+  print(e)
+  raise SystemExit(2)
+"""
+
+
+def test_a_refusal_by_process_0_reaches_every_process(tmp_path):
+  """Only process 0 inspects the run directory; its refusal is every process's, at once (no process is
+  left waiting at a barrier, and none reads the directory while process 0 prepares it)."""
+  from smartmixed_jax._src import rundir
+
+  held = tmp_path / "held"
+  held.mkdir()
+  rundir.mark(held)
+  (held / "config.json").write_text("{}")
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  port = _port()
+  command = [sys.executable, "-c", REFUSED, f"localhost:{port}"]
+  processes = [subprocess.Popen([*command, str(i), str(held)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
+  outputs = [p.communicate(timeout=120) for p in processes]
+  assert [p.returncode for p in processes] == [2, 2], [err[-2000:] for _, err in outputs]
+  assert f"{held} already holds a run" in outputs[0][0]
+  assert f"process 0 refused the run: {held} already holds a run" in outputs[1][0]
 
 
 def test_processes_with_different_flags_are_refused(mnist_cache, tmp_path):
   """``--seed 1`` on process 1 only would silently train two runs as one: every process exits 2."""
-  import socket
-
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    port = s.getsockname()[1]
+  port = _port()
   args = ["train", "--arch", "16", "--phase1-epochs", "1", "--phase2-epochs", "1", "--train-limit", "512",
           "--no-progress", "--data-dir", str(mnist_cache), "--out", str(tmp_path / "run"),
           "--coordinator", f"localhost:{port}", "--num-processes", "2"]  # fmt: skip

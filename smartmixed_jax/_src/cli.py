@@ -356,6 +356,9 @@ def _join_processes(args: argparse.Namespace) -> None:
 
   if jax.config.jax_platforms in (None, "", "cpu"):  # CPU processes exchange gradients through gloo
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  # SIGTERM stays ours: every process checkpoints the same epoch and stops (run's _stop_together);
+  # JAX's preemption service would take the signal for itself, and the run would go on.
+  jax.config.update("jax_enable_preemption_service", False)
   if args.distributed:
     jax.distributed.initialize()
   else:
@@ -493,7 +496,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         )
       run(config, args, stop)
     except Stopped as e:
-      code = 143 if stop.signum == signal.SIGTERM else 130
+      code = 130 if stop.signum == signal.SIGINT else 143  # 143 too for a process whose peer was signalled
       print(f"{e}. Continue with: smartmixed train --resume {out}", file=sys.stderr)
       return code
     except KeyboardInterrupt:

@@ -231,20 +231,25 @@ def train_and_evaluate(
   if workdir.exists() and not workdir.is_dir():
     raise ValueError(f"workdir {workdir} is a file, not a directory.")
   primary = jax.process_index() == 0  # with several processes (hosts), only the first writes files
-  with rundir.locked(workdir) if primary else contextlib.nullcontext() as lock:
-    held = rundir.holds_run(workdir)
-    if not resume and held and not overwrite:
-      raise ValueError(
-        f"{workdir} already holds a run ({', '.join(held)}); resume it, overwrite it, or choose another"
-        " directory."
-      )
-    if resume and not held:
-      raise ValueError(f"Nothing to resume in {workdir}: it holds no run.")
-    if primary and not resume:
-      rundir.clear(workdir)
-    if primary:
+  with contextlib.ExitStack() as stack:
+    lock = None
+
+    def prepare() -> None:  # the directory's checks and set-up, on process 0 alone
+      nonlocal lock
+      lock = stack.enter_context(rundir.locked(workdir))
+      held = rundir.holds_run(workdir)
+      if not resume and held and not overwrite:
+        raise ValueError(
+          f"{workdir} already holds a run ({', '.join(held)}); resume it, overwrite it, or choose another"
+          " directory."
+        )
+      if resume and not held:
+        raise ValueError(f"Nothing to resume in {workdir}: it holds no run.")
+      if not resume:
+        rundir.clear(workdir)
       rundir.mark(workdir)
-    _sync("smartmixed: run directory ready")
+
+    _on_first_process(prepare)
     from smartmixed_jax._src.checkpoint import Checkpoints
 
     store = Checkpoints(workdir / CHECKPOINTS, max_to_keep=max_to_keep)
@@ -269,12 +274,47 @@ def train_and_evaluate(
     return train(workdir, store, restored, resumes, verify=lock.verify if lock else lambda: None)
 
 
-def _sync(name: str) -> None:
-  """A barrier across processes (a no-op for one)."""
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils
+_MESSAGE_BYTES = 4096
 
-    multihost_utils.sync_global_devices(name)
+
+def _on_first_process(prepare: Callable[[], None]) -> None:
+  """``prepare()`` on process 0 alone; then every process raises its refusal, or none does.
+
+  With several processes (hosts), only process 0 inspects and prepares the
+  run directory: the others must neither read it half-prepared nor wait at a
+  barrier that a refused process 0 never reaches.
+  """
+  if jax.process_count() == 1:
+    prepare()
+    return
+  from jax.experimental import multihost_utils
+
+  error = None
+  if jax.process_index() == 0:
+    try:
+      prepare()
+    except (ValueError, rundir.RunBusyError) as e:
+      error = e
+  text = str(error or "").encode()[:_MESSAGE_BYTES]
+  payload = np.zeros(1 + _MESSAGE_BYTES, np.uint8)
+  payload[0] = 0 if error is None else 1 if isinstance(error, rundir.RunBusyError) else 2
+  payload[1 : 1 + len(text)] = np.frombuffer(text, np.uint8)
+  shared = np.asarray(multihost_utils.broadcast_one_to_all(payload))
+  if error is not None:
+    raise error
+  if shared[0]:
+    message = bytes(shared[1:]).rstrip(b"\0").decode(errors="replace")
+    raise (rundir.RunBusyError if shared[0] == 1 else ValueError)(f"process 0 refused the run: {message}")
+
+
+def _stop_together(asked: bool) -> bool:
+  """Whether to stop after this epoch: for several processes, as soon as any of them was asked to (its
+  own SIGTERM or Ctrl-C), so that all checkpoint the same epoch and stop there together."""
+  if jax.process_count() == 1:
+    return asked
+  from jax.experimental import multihost_utils
+
+  return bool(np.any(np.asarray(multihost_utils.process_allgather(np.array([asked])))))
 
 
 def _train(
@@ -299,7 +339,7 @@ def _train(
 
   def on_epoch(phase: str, first_step: int, arrays: dict[str, Any], meta: dict[str, Any]):
     def checkpoint(state: loop.PhaseState, last: bool):
-      stop = should_stop()
+      stop = _stop_together(should_stop())
       if store is not None and (last or state.epoch % checkpoint_every == 0 or stop):
         verify()  # still this directory's owner
         meta_all = {"phase": phase, **state.meta(), **meta, **run_meta}
