@@ -55,13 +55,18 @@ class Stat(tuple):
     return f"{self.mean * scale:.{digits}f} ± {self.std * scale:.{digits}f}"
 
 
+def paper_order(arch: str) -> tuple[int, str]:
+  """Sort key: the paper's architectures in its order, then any other by name."""
+  names = list(ARCHITECTURES)
+  return (names.index(arch) if arch in names else len(names), arch)
+
+
 def by_arch_model(runs: Sequence[RunRecord]) -> dict[str, dict[str, dict[int, RunRecord]]]:
   """``table[arch][model][seed] = run``, architectures in the paper's order."""
   table: dict[str, dict[str, dict[int, RunRecord]]] = defaultdict(lambda: defaultdict(dict))
   for run in runs:
     table[run.arch][run.model][run.seed] = run
-  order = {name: i for i, name in enumerate(ARCHITECTURES)}
-  return {arch: dict(table[arch]) for arch in sorted(table, key=lambda a: order.get(a, len(order)))}
+  return {arch: dict(table[arch]) for arch in sorted(table, key=paper_order)}
 
 
 def accuracy_table(runs: Sequence[RunRecord], split: str = "test") -> dict[str, dict[str, Stat]]:
@@ -307,9 +312,11 @@ def _group_share(counts: dict[str, int], group: Sequence[str]) -> float:
   return sum(counts.get(g, 0) for g in group) / sum(counts.values())
 
 
-def _deep_enough(run: RunRecord, min_layers: int) -> bool:
-  """A SmartMixed run that learned, with at least ``min_layers`` hidden layers."""
-  return run.model == "smartmixed" and not failed(run) and len(run.rule_counts["argmax"]) >= min_layers
+def _deep_enough(run: RunRecord, min_layers: int, learned_only: bool = True) -> bool:
+  """A SmartMixed run with at least ``min_layers`` hidden layers that learned (or, without ``learned_only``,
+  any: on random labels no run learns)."""
+  deep = run.model == "smartmixed" and len(run.rule_counts["argmax"]) >= min_layers
+  return deep and not (learned_only and failed(run))
 
 
 def first_last_shares(
@@ -328,18 +335,23 @@ def first_last_shares(
 
 
 def layer_shift(
-  runs: Sequence[RunRecord], group: Sequence[str], *, rise: bool, min_layers: int = 3
+  runs: Sequence[RunRecord],
+  group: Sequence[str],
+  *,
+  rise: bool,
+  min_layers: int = 3,
+  learned_only: bool = True,
 ) -> Across:
   """How much more of ``group`` the last hidden layer holds than the first (``rise``), or the first than
-  the last, paired within each run, as :class:`Across` (networks with >= ``min_layers`` hidden layers)."""
+  the last, paired within each run, as :class:`Across` (networks with >= ``min_layers`` hidden layers;
+  with ``learned_only``, runs that failed are left out)."""
   per_arch = defaultdict(list)
   for run in runs:
-    if _deep_enough(run, min_layers):
+    if _deep_enough(run, min_layers, learned_only):
       layers = run.rule_counts["argmax"]
       shift = _group_share(layers[-1], group) - _group_share(layers[0], group)
       per_arch[run.arch].append(shift if rise else -shift)
-  order = list(ARCHITECTURES)
-  return across({arch: per_arch[arch] for arch in sorted(per_arch, key=order.index)})
+  return across({arch: per_arch[arch] for arch in sorted(per_arch, key=paper_order)})
 
 
 def decisiveness(runs: Sequence[RunRecord]) -> dict[str, dict[str, Stat]]:

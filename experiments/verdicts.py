@@ -156,3 +156,20 @@ def undecided(verdict: Verdict, decided: bool) -> Verdict:
   return Verdict(
     word, f"{verdict.reason}; the selection has not settled (fewer than half the neurons decided)"
   )
+
+
+def survives(shuffled: Verdict, weaker: Verdict) -> Verdict:
+  """Is a pattern an artefact of optimisation? It is if it holds on labels that carry no information;
+  it is not if it does not hold there and is significantly weaker than on the true labels."""
+  if shuffled.word == HOLDS:
+    return Verdict(
+      HOLDS, f"the pattern holds on shuffled labels, so optimisation alone makes it ({shuffled})"
+    )
+  if weaker.word == HOLDS:
+    reason = (
+      f"on shuffled labels the pattern {shuffled.word}, and is weaker than on the true labels ({weaker})"
+    )
+    return Verdict(DOES_NOT_HOLD, reason + ": the labels make it")
+  return Verdict(
+    NOT_RESOLVED, f"on shuffled labels the pattern {shuffled.word}; against the true labels: {weaker}"
+  )

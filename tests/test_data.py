@@ -73,13 +73,15 @@ def test_no_source_names_everything_it_tried(tmp_path, monkeypatch):
   not data_lib.DEBIAN_FASHION_MNIST.is_dir(),
   reason="Debian's dataset-fashion-mnist is not installed (make test installs it)",
 )
-def test_fashion_mnist_offline_through_tfds(tmp_path):
-  dataset = app.load_dataset("fashion_mnist", tmp_path)
-  assert "IDX files" in dataset.source and "tfds" in dataset.source
+def test_fashion_mnist_offline_through_tfds(fashion_mnist_cache, tmp_path):
+  """The session's cache was prepared from Debian's IDX files through tfds (array_record) and verified."""
+  assert any(fashion_mnist_cache.rglob("*.array_record*"))  # tfds prepared it
+  dataset = app.load_dataset("fashion_mnist", fashion_mnist_cache)
+  assert dataset.source.startswith("cache")
   assert (len(dataset.train.y), len(dataset.validation.y), len(dataset.test.y)) == (54000, 6000, 10000)
   np.testing.assert_array_equal(np.bincount(dataset.validation.y), [600] * 10)
   np.testing.assert_array_equal(np.bincount(dataset.test.y), [1000] * 10)
-  data_lib.verify_idx_dir(tmp_path / "idx-fashion_mnist", data_lib.FASHION_IDX_SHA256)
+  data_lib.verify_idx_dir(fashion_mnist_cache / "idx-fashion_mnist", data_lib.FASHION_IDX_SHA256)
   with pytest.raises(
     ValueError, match=r"Unknown data set 'cifar'; valid names are \['mnist', 'fashion_mnist'\]"
   ):

@@ -81,57 +81,53 @@ def test_a_checkpoints_file_or_lock_directory_is_refused_clearly(tmp_path):
       pass
 
 
-@pytest.fixture
-def mnist(mnist_1k):
-  """The faults need a run, not an accurate one."""
-  return mnist_1k
-
-
 def _tiny(**overrides):
   values = dict(phase1_epochs=1, phase2_epochs=1, train_limit=512, eval_batch_size=1000, seed=3)
   return app.make_config("16", "recommended", **{**values, **overrides})
 
 
-def test_overwrite_refuses_a_folder_no_run_of_ours_wrote(tmp_path, mnist):
+def test_overwrite_refuses_a_folder_no_run_of_ours_wrote(tmp_path, mnist_1k):
   (tmp_path / "config.json").write_text('{"my": "experiment"}')
   (tmp_path / "checkpoints").mkdir()
   (tmp_path / "checkpoints" / "weights.npz").write_bytes(b"precious")
   with pytest.raises(ValueError, match="no smartmixed run wrote them .* refusing to delete them"):
-    app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, overwrite=True, progress=False)
+    app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, overwrite=True, progress=False)
   assert (tmp_path / "checkpoints" / "weights.npz").read_bytes() == b"precious"
   assert json.loads((tmp_path / "config.json").read_text()) == {"my": "experiment"}
 
 
-def test_overwrite_removes_every_output_of_the_old_run(tmp_path, mnist):
-  app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, progress=False)
+def test_overwrite_removes_every_output_of_the_old_run(tmp_path, mnist_1k):
+  app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, progress=False)
   assert (tmp_path / "selection.png").exists() and (tmp_path / rundir.MARKER).exists()
-  app.train_and_evaluate(_tiny(baseline="relu"), mnist, workdir=tmp_path, overwrite=True, progress=False)
+  app.train_and_evaluate(_tiny(baseline="relu"), mnist_1k, workdir=tmp_path, overwrite=True, progress=False)
   assert not (tmp_path / "selection.png").exists() and not (tmp_path / "activation_trajectory.png").exists()
   assert app.read_record(tmp_path / "results.json").model == "relu"
 
 
-def test_a_phase1_of_zero_epochs_finishes_and_resumes(tmp_path, mnist):
-  result = app.train_and_evaluate(_tiny(phase1_epochs=0), mnist, workdir=tmp_path, progress=False)
+def test_a_phase1_of_zero_epochs_finishes_and_resumes(tmp_path, mnist_1k):
+  result = app.train_and_evaluate(_tiny(phase1_epochs=0), mnist_1k, workdir=tmp_path, progress=False)
   record = app.read_record(tmp_path / "results.json")
   assert record.phase1.epochs == 0 and record.phase2.epochs == 1 and record == result.record
   assert not (tmp_path / "selection.png").exists()  # nothing to plot
-  again = app.train_and_evaluate(_tiny(phase1_epochs=0), mnist, workdir=tmp_path, resume=True, progress=False)
+  again = app.train_and_evaluate(
+    _tiny(phase1_epochs=0), mnist_1k, workdir=tmp_path, resume=True, progress=False
+  )
   assert again.record.final == record.final
 
 
-def test_a_phase2_of_zero_epochs_keeps_a_checkpoint_to_resume_from(tmp_path, mnist):
+def test_a_phase2_of_zero_epochs_keeps_a_checkpoint_to_resume_from(tmp_path, mnist_1k):
   config = _tiny(phase2_epochs=0)
-  first = app.train_and_evaluate(config, mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
+  first = app.train_and_evaluate(config, mnist_1k, workdir=tmp_path, checkpoint_every=1, progress=False)
   steps = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
   assert steps == ["1"]  # Phase 2's checkpoint replaced Phase 1's of the same step, nothing set aside
-  again = app.train_and_evaluate(config, mnist, workdir=tmp_path, resume=True, progress=False)
+  again = app.train_and_evaluate(config, mnist_1k, workdir=tmp_path, resume=True, progress=False)
   assert again.record.final == first.record.final
 
 
-def test_load_run_and_export_take_only_the_final_checkpoint_and_change_nothing(tmp_path, mnist, capsys):
+def test_load_run_and_export_take_only_the_final_checkpoint_and_change_nothing(tmp_path, mnist_1k, capsys):
   from smartmixed_jax._src import cli
 
-  app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, checkpoint_every=1, progress=False)
+  app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, checkpoint_every=1, progress=False)
   assert app.load_run(tmp_path) is not None
   before = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
   final = tmp_path / "checkpoints" / before[-1]
@@ -148,7 +144,7 @@ def test_load_run_and_export_take_only_the_final_checkpoint_and_change_nothing(t
 
 
 @pytest.mark.parametrize("replace", [False, True], ids=["removed", "replaced"])
-def test_a_run_whose_lock_file_is_removed_stops_without_writing(tmp_path, mnist, replace):
+def test_a_run_whose_lock_file_is_removed_stops_without_writing(tmp_path, mnist_1k, replace):
   lock = tmp_path / rundir.LOCK_FILE
 
   def meddle():  # what `rm .lock` (and a second run taking a new one) does mid-run
@@ -158,7 +154,7 @@ def test_a_run_whose_lock_file_is_removed_stops_without_writing(tmp_path, mnist,
     return False
 
   with pytest.raises(app.RunBusyError, match="was removed or replaced while this run held it"):
-    app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, should_stop=meddle, progress=False)
+    app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, should_stop=meddle, progress=False)
   assert not (tmp_path / "results.json").exists() and not (tmp_path / "checkpoints" / "1").exists()
 
 
@@ -182,7 +178,7 @@ def test_a_sweep_rerun_with_other_variants_is_refused(tmp_path):
   assert json.loads((tmp_path / "sweep.json").read_text())["controls"] is True  # unchanged
 
 
-def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(tmp_path, mnist, capsys):
+def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(tmp_path, mnist_1k, capsys):
   from smartmixed_jax._src import cli
 
   with rundir.locked(tmp_path):  # what a run leaves when killed between its lock and its config.json
@@ -193,5 +189,5 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(t
   assert (
     "stopped before its first one. Start it again: smartmixed train --out" in err and "--overwrite" in err
   )
-  app.train_and_evaluate(_tiny(), mnist, workdir=tmp_path, overwrite=True, progress=False)
+  app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, overwrite=True, progress=False)
   assert (tmp_path / "results.json").exists()
