@@ -9,7 +9,11 @@ from pathlib import Path
 
 from _results import without_timings
 
-ENV = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+ENV = dict(
+  os.environ,
+  XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4",
+  JAX_PLATFORMS="cpu",
+)
 
 SCRIPT = """
 import json, sys
