@@ -69,8 +69,8 @@ def test_list_pool_is_accepted():
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_elu_and_selu_are_accurate(dtype):
   """Values and gradients against float64 truth, to a few ulp (jax.nn.elu's own
-  gradient underflows to 0 below x = -17; ours stays exp(x))."""
-  x = jnp.concatenate([-jnp.logspace(-8, 2, 2001), jnp.linspace(-1, 1, 2001)]).astype(dtype)
+  gradient underflows to 0 below x = -17; ours stays exp(x)); at x = 0 the gradient is 1 (not split)."""
+  x = jnp.concatenate([-jnp.logspace(-8, 2, 2001), jnp.linspace(-1, 1, 2001), jnp.zeros(1)]).astype(dtype)
   x64 = np.asarray(x, np.float64)
   rtol = 1e-6 if dtype == jnp.float32 else 3e-2  # ~8 float32 ulp, ~4 bfloat16 ulp
   for name, scale, alpha in (("elu", 1.0, 1.0), ("selu", pool_lib.SELU_SCALE, pool_lib.SELU_ALPHA)):

@@ -56,10 +56,11 @@ def _expm1_negative_part(x: jax.Array) -> jax.Array:
 
   Clamping first keeps exp of the untaken branch finite: where() would
   otherwise pass inf * 0 = nan back through the gradient for large x. The
-  choice is made per platform when lowering, so one exported artifact carries
-  both.
+  clamp is a ``where``, not ``minimum``, whose gradient at x = 0 would be
+  split in half (elu'(0) = 0.5 instead of 1). The choice is made per platform
+  when lowering, so one exported artifact carries both.
   """
-  return jax.lax.platform_dependent(jnp.minimum(x, 0), cpu=_expm1_cpu, default=jnp.expm1)
+  return jax.lax.platform_dependent(jnp.where(x > 0, 0.0, x), cpu=_expm1_cpu, default=jnp.expm1)
 
 
 def elu(x: jax.Array) -> jax.Array:
