@@ -191,3 +191,25 @@ def test_a_run_killed_before_its_first_checkpoint_is_started_again_not_resumed(t
   )
   app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, overwrite=True, progress=False)
   assert (tmp_path / "results.json").exists()
+
+
+def test_resuming_a_finished_run_whose_final_checkpoint_metadata_was_changed_keeps_its_results(
+  tmp_path, mnist_1k
+):
+  """Fault 3: one value changed in the final checkpoint's metadata (a frozen choice) must not become a
+  results.json with other numbers: the digest sets that checkpoint aside and the run resumes before it."""
+  from _results import without_timings
+
+  app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, checkpoint_every=1, progress=False)
+  results = lambda: without_timings(json.loads((tmp_path / "results.json").read_text()), drop={"resumes"})  # noqa: E731
+  before = results()
+  final = max(
+    (p for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()), key=lambda p: int(p.name)
+  )
+  path = _meta_file(final)
+  data = path.read_bytes()
+  i = data.index(b'"choices": [[') + len(b'"choices": [[')  # the first neuron's frozen activation
+  path.write_bytes(data[:i] + (b"2" if data[i : i + 1] != b"2" else b"3") + data[i + 1 :])
+  app.train_and_evaluate(_tiny(), mnist_1k, workdir=tmp_path, resume=True, progress=False)
+  assert results() == before
+  assert (final.parent / f"{final.name}.damaged").exists()
