@@ -52,12 +52,13 @@ def make(arch, seed=3, **overrides):
 
 FIELDS = {  # every training-relevant Config field, grouped so that each group changes the run
   "selection": dict(final_temperature=0.05, temperature=1.5, logits_lr_scale=50.0, clip_activations=0.2),
-  "optimizer": dict(schedule="constant", learning_rate=3e-3, clip_norm=0.01, skip_nonfinite=True),
+  "optimizer": dict(
+    schedule="cosine_run", learning_rate=3e-3, clip_norm=0.01, skip_nonfinite=True, phase2_keeps_start=True
+  ),
   "data": dict(batch_size=48, train_limit=200, pool=("relu", "tanh", "gelu")),
   "reference quirks": dict(reinit_phase2=True, softmax_output=True, noisy_eval=True),
   "switch": dict(switch_patience=1, switch_threshold=1.0),
   "dtype": dict(dtype="bfloat16"),
-  "phase 2 protocol": dict(schedule="cosine_run", phase2_keeps_start=True),
 }
 
 
