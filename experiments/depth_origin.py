@@ -175,8 +175,12 @@ def weaker(true: Sequence[app.RunRecord], shuffled: Sequence[app.RunRecord]) -> 
 def plot(path: Path, runs) -> str:
   """Per condition, each activation's share per hidden layer (mean over seeds): trained, and at the start."""
   plt = pyplot()
+  from matplotlib.colors import TwoSlopeNorm
+
   keys = [k for k in ((p, lab) for p in PRESETS for lab in LABELS) if k in runs]
-  fig, axes = plt.subplots(2, len(keys), figsize=(3.2 * len(keys), 5.6), squeeze=False, sharey=True)
+  fig, axes = plt.subplots(
+    2, len(keys), figsize=(3.2 * len(keys), 5.6), squeeze=False, sharey=True, layout="constrained"
+  )
   for j, key in enumerate(keys):
     records = [last_epoch_choices(r) for r, _ in runs[key]]
     layers = len(records[0].rule_counts["argmax"])
@@ -190,16 +194,24 @@ def plot(path: Path, runs) -> str:
       ((share, "argmax share, last epoch"), (rises, "logits raised, first steps"))
     ):
       ax = axes[row, j]
-      ax.imshow(values, cmap="RdBu_r", vmin=0, vmax=2 / len(ACTIVATIONS) if row == 0 else 1, aspect="auto")
+      centre = 1 / len(ACTIVATIONS) if row == 0 else 0.5  # white: the uniform share, or no preference
+      norm = TwoSlopeNorm(vcenter=centre, vmin=0, vmax=max(0.6, centre + 1e-3) if row == 0 else 1)
+      image = ax.imshow(values, cmap="RdBu_r", norm=norm, aspect="auto")
       ax.set_xticks(range(layers), [str(i + 1) for i in range(layers)])
       ax.set_yticks(range(len(ACTIVATIONS)), ACTIVATIONS)
       ax.set_title(f"{key[0]}, {key[1]} labels\n{title}", fontsize=8)
       if row == 1:
         ax.set_xlabel("hidden layer")
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+      if j == len(keys) - 1:
+        fig.colorbar(image, ax=axes[row, :], shrink=0.8)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
   plt.close(fig)
   return path.name
+
+
+def order(key: tuple[str, str]) -> tuple[int, int]:
+  """(preset, labels) in the order of :data:`PRESETS` and :data:`LABELS`."""
+  return PRESETS.index(key[0]), LABELS.index(key[1])
 
 
 def write_report(out: Path = OUT) -> Path:
@@ -210,9 +222,7 @@ def write_report(out: Path = OUT) -> Path:
   some = next(iter(records.values()))[0]
   epochs, examples = some.phase1.epochs, some.config["train_limit"] or 54000
   rows, origin = [], []
-  for (preset, labels), rs in sorted(
-    records.items(), key=lambda kv: (PRESETS.index(kv[0][0]), kv[0][1] != "true")
-  ):
+  for (preset, labels), rs in sorted(records.items(), key=lambda kv: order(kv[0])):
     early, deep = shifts(rs)
     rows.append([
       preset, labels, len(rs), stats.Stat(r.phase1.history[-1].train_accuracy for r in rs).fmt(),
@@ -222,10 +232,10 @@ def write_report(out: Path = OUT) -> Path:
   for preset in PRESETS:
     if (preset, "true") in records and (preset, "shuffled") in records:
       true, shuffled = records[preset, "true"], records[preset, "shuffled"]
-      verdict = verdicts.survives(pattern(shuffled), weaker(true, shuffled))
+      verdict = verdicts.survives(pattern(true), pattern(shuffled), weaker(true, shuffled))
       origin.append(f"- `{preset}`: {verdict}.")
   gradient_rows = []
-  for key, value in sorted(runs.items()):
+  for key, value in sorted(runs.items(), key=lambda kv: order(kv[0])):
     rises = np.mean([np.array(g) for _, g in value], axis=0)  # [layers, activations]
     groups = [(EARLY, "relu + leaky_relu"), (DEEP, "elu + selu")]
     cells = []

@@ -158,13 +158,16 @@ def undecided(verdict: Verdict, decided: bool) -> Verdict:
   )
 
 
-def survives(shuffled: Verdict, weaker: Verdict) -> Verdict:
-  """Is a pattern an artefact of optimisation? It is if it holds on labels that carry no information;
-  it is not if it does not hold there and is significantly weaker than on the true labels."""
+def survives(true: Verdict, shuffled: Verdict, weaker: Verdict) -> Verdict:
+  """Is a pattern an artefact of optimisation? It is if it holds on labels that carry no information
+  (``shuffled``); it is not if it holds on the ``true`` labels, not on shuffled ones, and is significantly
+  ``weaker`` there; with no pattern on the true labels there is nothing to explain."""
   if shuffled.word == HOLDS:
     return Verdict(
       HOLDS, f"the pattern holds on shuffled labels, so optimisation alone makes it ({shuffled})"
     )
+  if true.word != HOLDS:
+    return Verdict(NOT_RESOLVED, f"the pattern {true.word} on the true labels: nothing to explain")
   if weaker.word == HOLDS:
     reason = (
       f"on shuffled labels the pattern {shuffled.word}, and is weaker than on the true labels ({weaker})"

@@ -118,3 +118,12 @@ def test_all_of_budget_and_undecided_selection():
   assert verdicts.undecided(holds, decided=False).word == "holds in the argmax only"
   assert verdicts.undecided(fails, decided=False).word == DOES_NOT_HOLD
   assert verdicts.undecided(holds, decided=True) == holds
+
+
+def test_a_pattern_that_survives_random_labels_is_an_artefact():
+  holds, fails, open_ = (verdicts.Verdict(w, "why") for w in (HOLDS, DOES_NOT_HOLD, NOT_RESOLVED))
+  assert verdicts.survives(holds, holds, fails).word == HOLDS  # on random labels too: optimisation makes it
+  assert verdicts.survives(holds, open_, holds).word == DOES_NOT_HOLD  # gone, and weaker: the labels make it
+  assert verdicts.survives(holds, open_, open_).word == NOT_RESOLVED  # gone, but not shown weaker
+  verdict = verdicts.survives(fails, fails, holds)  # no pattern on the true labels: nothing to explain
+  assert verdict.word == NOT_RESOLVED and "nothing to explain" in verdict.reason
