@@ -69,6 +69,11 @@ def record_path(out: Path, preset: str, labels: str, seed: int) -> Path:
   return out / "runs" / preset / labels / f"seed{seed}.json"
 
 
+def gradients_path(record: Path) -> Path:
+  """Beside each run record, its :func:`first_gradients` (the record itself is a plain ``RunRecord``)."""
+  return record.with_name(f"first_gradients_{record.name}")
+
+
 def first_gradients(config: app.Config, splits, batches: int = GRADIENT_BATCHES) -> list[list[float]]:
   """Per hidden layer, per activation: the share of neurons whose logit the first steps raise.
 
@@ -114,11 +119,10 @@ def run_all(
       result = engine.two_phase(config, splits, seeds=todo, variants=[], progress=progress)
       for i, seed in enumerate(todo):
         seeded = make(preset, seed, epochs, train_limit)
-        record = engine.record(seeded, result, i).to_json()
-        record["first_gradients"] = first_gradients(seeded, splits)
         path = record_path(out, preset, labels, seed)
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_json(path, record)
+        write_json(gradients_path(path), first_gradients(seeded, splits))
+        write_json(path, engine.record(seeded, result, i).to_json())  # last: it marks the run done
         written += 1
   return written
 
@@ -127,10 +131,9 @@ def load(out: Path) -> dict[tuple[str, str], list[tuple[app.RunRecord, list[list
   """``runs[(preset, labels)] = [(record, first_gradients), ...]`` in seed order."""
   runs: dict[tuple[str, str], list] = {}
   for path in sorted(out.glob("runs/*/*/seed*.json")):
-    data = json.loads(path.read_text())
-    gradients = data.pop("first_gradients")
+    gradients = json.loads(gradients_path(path).read_text())
     runs.setdefault((path.parent.parent.name, path.parent.name), []).append(
-      (app.RunRecord.from_json(data), gradients)
+      (app.read_record(path), gradients)
     )
   return runs
 

@@ -337,7 +337,7 @@ def split(n):
   x = 0.3 * prototypes[y] + 0.7 * rng.uniform(size=(n, 784))
   return app.Split(x.astype(np.float32), y.astype(np.int32))
 data = app.Dataset(split(512), split(128), split(128), "synthetic")
-config = app.make_config("32-16-8", phase1_epochs=2, phase2_epochs=2, batch_size=64)
+config = app.make_config("32-16-8", phase1_epochs=2, phase2_epochs=1, batch_size=64)
 result = app.train_and_evaluate(config, data, progress=False)
 print(json.dumps([e["val_loss"] for phase in result.phases for e in phase.histories[0]]))
 """
