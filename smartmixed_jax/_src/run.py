@@ -289,22 +289,25 @@ def _on_first_process(prepare: Callable[[], None]) -> None:
     return
   from jax.experimental import multihost_utils
 
+  # What the other processes raise for process 0's error (the CLI's exit codes follow the class).
+  kinds = (rundir.RunBusyError, ValueError, OSError, RuntimeError)
   error = None
   if jax.process_index() == 0:
     try:
       prepare()
-    except (ValueError, rundir.RunBusyError) as e:
+    except Exception as e:  # whatever it is, no other process may be left waiting for process 0
       error = e
   text = str(error or "").encode()[:_MESSAGE_BYTES]
   payload = np.zeros(1 + _MESSAGE_BYTES, np.uint8)
-  payload[0] = 0 if error is None else 1 if isinstance(error, rundir.RunBusyError) else 2
+  if error is not None:  # 1 + the first kind it is, RuntimeError for anything else
+    payload[0] = 1 + next((i for i, kind in enumerate(kinds) if isinstance(error, kind)), len(kinds) - 1)
   payload[1 : 1 + len(text)] = np.frombuffer(text, np.uint8)
   shared = np.asarray(multihost_utils.broadcast_one_to_all(payload))
   if error is not None:
     raise error
   if shared[0]:
     message = bytes(shared[1:]).rstrip(b"\0").decode(errors="replace")
-    raise (rundir.RunBusyError if shared[0] == 1 else ValueError)(f"process 0 refused the run: {message}")
+    raise kinds[shared[0] - 1](f"process 0 refused the run: {message}")
 
 
 def _stop_together(asked: bool) -> bool:
