@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parents[1] / "experiments"))
 
 import sweep  # noqa: E402
+from _synthetic import prototypes_dataset  # noqa: E402
 
 from smartmixed_jax import (
   app,  # noqa: E402
@@ -33,16 +34,7 @@ METRICS = (*LOSSES, "train_accuracy", "val_accuracy")
 
 @pytest.fixture(scope="module")
 def data():
-  """784 features, 10 classes: a noisy prototype per class, learnable in a few epochs."""
-  rng = np.random.default_rng(0)
-  prototypes = rng.uniform(size=(10, 784))
-
-  def split(n):
-    y = rng.integers(0, 10, n)
-    x = 0.3 * prototypes[y] + 0.7 * rng.uniform(size=(n, 784))
-    return app.Split(x.astype(np.float32), y.astype(np.int32))
-
-  return app.Dataset(split(384), split(128), split(128), source="synthetic")
+  return prototypes_dataset(384)
 
 
 def make(arch, seed=3, **overrides):

@@ -328,15 +328,10 @@ def test_a_phase_keeps_its_starting_model_only_if_asked(select_start):
 
 BUILD_CHECK = """
 import json, sys
-import numpy as np
+sys.path.insert(0, sys.argv[1])
+from _synthetic import prototypes_dataset
 from smartmixed_jax import app
-rng = np.random.default_rng(0)
-prototypes = rng.uniform(size=(10, 784))
-def split(n):
-  y = rng.integers(0, 10, n)
-  x = 0.3 * prototypes[y] + 0.7 * rng.uniform(size=(n, 784))
-  return app.Split(x.astype(np.float32), y.astype(np.int32))
-data = app.Dataset(split(512), split(128), split(128), "synthetic")
+data = prototypes_dataset(512)
 config = app.make_config("32-16-8", phase1_epochs=2, phase2_epochs=1, batch_size=64)
 result = app.train_and_evaluate(config, data, progress=False)
 print(json.dumps([e["val_loss"] for phase in result.phases for e in phase.histories[0]]))
@@ -350,13 +345,20 @@ def test_the_suites_fast_compiling_build_computes_what_the_default_build_does():
   import os
   import subprocess
   import sys
+  from pathlib import Path
 
   from conftest import FAST_COMPILE
 
   assert FAST_COMPILE in os.environ["XLA_FLAGS"]
   default = dict(os.environ, XLA_FLAGS=os.environ["XLA_FLAGS"].replace(FAST_COMPILE, ""))
   runs = [
-    subprocess.run([sys.executable, "-c", BUILD_CHECK], env=env, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+      [sys.executable, "-c", BUILD_CHECK, str(Path(__file__).parent)],
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=300,
+    )
     for env in (os.environ, default)
   ]
   assert [r.returncode for r in runs] == [0, 0], [r.stderr[-2000:] for r in runs]
