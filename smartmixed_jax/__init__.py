@@ -19,8 +19,8 @@ from smartmixed_jax._src.export import export_model
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
 from smartmixed_jax._src.grouped import fixed_activation
 from smartmixed_jax._src.loop import (
-  NonFiniteError,
   PhaseResult,
+  PhaseState,
   cross_entropy,
   fit,
   make_evaluate,
@@ -37,6 +37,15 @@ from smartmixed_jax._src.mlp import (
   init_mlp,
   param_labels,
   sample_choices,
+)
+from smartmixed_jax._src.policies import (
+  NonFiniteError,
+  Policy,
+  each_epoch,
+  progress_bar,
+  raise_on_nonfinite,
+  record_stats,
+  stop_when,
 )
 from smartmixed_jax._src.pool import ACTIVATIONS, DEFAULT_POOL, Pool, pool_names
 from smartmixed_jax._src.selection import gumbel_straight_through, mix
@@ -73,6 +82,14 @@ __all__ = [
   "make_optimizer",
   "cross_entropy",
   "PhaseResult",
+  "PhaseState",
+  # What fit does around its epochs.
+  "Policy",
+  "raise_on_nonfinite",
+  "record_stats",
+  "stop_when",
+  "each_epoch",
+  "progress_bar",
   "NonFiniteError",
   # Export.
   "export_model",

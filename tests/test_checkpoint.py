@@ -125,7 +125,7 @@ def test_skip_nonfinite_skips_exactly_the_bad_steps():
   def fit(skip):
     return sm.fit(
       model, apply=lambda m, x, key, step: m(x), optimizer=sm.make_optimizer(1e-2, 1.0, skip_nonfinite=skip),
-      splits=splits, epochs=3, key=jax.random.key(1), batch_size=16, progress=False,
+      splits=splits, epochs=3, key=jax.random.key(1), batch_size=16, policies=[sm.raise_on_nonfinite()],
     )  # fmt: skip
 
   result = fit(skip=True)

@@ -104,7 +104,7 @@ def test_fit_on_stacked_models_equals_fitting_each_alone():
   models = [sm.fixed_mlp(k, (6, 8, 2), "tanh") for k in keys]
   fit = lambda params, key, models=None: sm.fit(
     params, apply=lambda m, x, k, s: m(x), optimizer=optax.adam(1e-2), splits=splits, epochs=3, key=key,
-    batch_size=16, models=models, progress=False,
+    batch_size=16, models=models, policies=[sm.raise_on_nonfinite()],
   )  # fmt: skip
   stacked = fit(jax.tree.map(lambda *a: jnp.stack(a), *models), keys, models=2)
   for m in range(2):
@@ -124,7 +124,7 @@ def test_fit_trains_the_float_leaves_and_carries_the_rest_as_data():
   chosen = [jnp.stack([jnp.zeros(8, jnp.int32), jnp.full(8, 2, jnp.int32)])]  # relu, then tanh everywhere
   result = sm.fit(
     (weights, chosen), apply=lambda m, x, k, s: sm.apply_choices(m[0], x, m[1]), optimizer=optax.adam(1e-2),
-    splits=splits, epochs=2, key=jax.random.split(KEY, 2), batch_size=16, models=2, progress=False,
+    splits=splits, epochs=2, key=jax.random.split(KEY, 2), batch_size=16, models=2, policies=(),
   )  # fmt: skip
   trained, carried = result.best_params
   chex.assert_trees_all_equal(carried, chosen)
@@ -142,7 +142,7 @@ def test_fit_never_selects_the_untrained_epoch_zero():
   # A learning rate so large that validation loss only gets worse than at epoch 0.
   result = sm.fit(
     model, apply=lambda m, x, k, s: m(x), optimizer=optax.sgd(50.0), splits=splits, epochs=2, key=KEY,
-    batch_size=16, progress=False, stop_on_nonfinite=False,
+    batch_size=16, policies=(),
   )  # fmt: skip
   assert result.best_epochs[0] in (1, 2)
   assert result.best()["epoch"] >= 1

@@ -316,7 +316,7 @@ def test_a_phase_keeps_its_starting_model_only_if_asked(select_start):
   splits = {"train": (x, y), "val": (x, y), "test": (x, y)}
   result = sm.fit(
     model, apply=lambda m, x, key, step: m(x), optimizer=optax.sgd(-0.1), splits=splits, epochs=3,
-    key=jax.random.key(2), batch_size=64, select_start=select_start, progress=False,
+    key=jax.random.key(2), batch_size=64, select_start=select_start, policies=(),
   )  # fmt: skip
   losses = [e["val_loss"] for e in result.histories[0]]
   assert losses == sorted(losses)  # ascent: each epoch worse

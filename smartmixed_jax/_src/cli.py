@@ -17,7 +17,7 @@ from typing import Optional
 from smartmixed_jax._src import rundir
 from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, SCHEDULES, Config, make_config
 from smartmixed_jax._src.data import DATASETS, DataError, load_dataset
-from smartmixed_jax._src.loop import NonFiniteError
+from smartmixed_jax._src.policies import NonFiniteError
 from smartmixed_jax._src.pool import ACTIVATIONS
 from smartmixed_jax._src.record import RunRecord
 from smartmixed_jax._src.run import train_and_evaluate

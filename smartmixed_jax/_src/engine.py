@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from smartmixed_jax._src import loop
+from smartmixed_jax._src import loop, policies
 from smartmixed_jax._src.config import Config
 from smartmixed_jax._src.diagnostics import selection_diagnostics
 from smartmixed_jax._src.frozen import fixed_mlp, freeze
@@ -185,8 +185,9 @@ class Checkpointing:
 
   Attributes:
     on_epoch: ``on_epoch(phase, first_step, arrays, meta)`` returns the phase's
-      ``fit(on_epoch=...)`` callback; ``arrays`` and ``meta`` are what the
-      phase must store beside its state to be resumed.
+      callback for :func:`~smartmixed_jax._src.policies.each_epoch`, or None;
+      ``arrays`` and ``meta`` are what the phase must store beside its state
+      to be resumed.
     resume: the state phase ``name`` continues from, or None.
     phase1: Phase 1's result, when it finished before the run was interrupted.
   """
@@ -221,6 +222,19 @@ class TwoPhaseResult:
   @property
   def seconds(self) -> float:
     return sum(p.seconds for p in (self.phase1, self.phase2, self.continued) if p is not None)
+
+
+def _policies(*, progress: bool, guard: bool, stats=None, stop=None, callback=None) -> list[policies.Policy]:
+  """The engine's policies, in the order they run: stop on divergence (one model; in a cohort a
+  diverged model is a result), record Phase 1's statistics, show progress, stop early (the adaptive
+  switch), then checkpoint, knowing whether the epoch is the last."""
+  return [
+    *([policies.raise_on_nonfinite()] if guard else []),
+    *([policies.record_stats(stats)] if stats else []),
+    *([policies.progress_bar()] if progress else []),
+    *([policies.stop_when(stop)] if stop else []),
+    *([policies.each_epoch(callback)] if callback else []),
+  ]
 
 
 def _fit(
@@ -309,7 +323,7 @@ def two_phase(
   mesh = (lambda m: models_mesh(m, devices or jax.device_count())) if cohort else (
     lambda m: data_parallel_mesh(devices)
   )  # fmt: skip
-  common = dict(progress=progress, stop_on_nonfinite=not cohort)
+  plain = _policies(progress=progress, guard=not cohort)
   selective, evaluate = phase1_forward(config, config.phase1_epochs * steps_per_epoch)
 
   phase1 = hooks.phase1
@@ -317,9 +331,10 @@ def two_phase(
     switch = config.switch_patience and settled(config.switch_patience, config.switch_threshold)
     phase1 = _fit(
       config, splits, init(keys.init), apply=selective, eval_apply=evaluate, epochs=config.phase1_epochs,
-      models=models, phase="phase1", key=keys.phase1, step_stats=sampled_activations,
-      epoch_stats=phase1_stats, stop_early=switch or None, name="phase1", resume=hooks.resume("phase1"),
-      on_epoch=hooks.on_epoch("phase1", 0, {}, {}), mesh=mesh(models), **common,
+      models=models, phase="phase1", key=keys.phase1, step_stats=sampled_activations, name="phase1",
+      policies=_policies(progress=progress, guard=not cohort, stats=phase1_stats, stop=switch or None,
+                         callback=hooks.on_epoch("phase1", 0, {}, {})),
+      resume=hooks.resume("phase1"), mesh=mesh(models),
     )  # fmt: skip
   selected = phase1.best_params
   weights = lambda start: selected if start == "carry" else init(keys.reinit)  # noqa: E731
@@ -327,14 +342,15 @@ def two_phase(
     picks = choices(selected)
     model = freeze(weights(variants[0][1]), choices=picks)
     phase1_record = {k: getattr(phase1, k) for k in ("histories", "best_epochs", "test", "seconds")}
-    on_epoch = hooks.on_epoch(
+    checkpoint = hooks.on_epoch(
       "phase2", config.phase1_epochs, {"phase1_best_params": selected},
       {"choices": [c.tolist() for c in model.choices()], "phase1": phase1_record},
     )  # fmt: skip
     phase2 = _fit(
       config, splits, model, apply=phase2_forward(config, choices_as_data=False),
       epochs=config.phase2_epochs, models=None, phase="phase2", key=keys.phase2, name="phase2",
-      resume=hooks.resume("phase2"), on_epoch=on_epoch, mesh=mesh(None), **common,
+      policies=_policies(progress=progress, guard=True, callback=checkpoint), resume=hooks.resume("phase2"),
+      mesh=mesh(None),
     )  # fmt: skip
     return TwoPhaseResult(phase1, phase2, variants, {"argmax": picks})
   seeds = tuple(seeds)
@@ -350,13 +366,14 @@ def two_phase(
     config, splits, stacked,  # (weights, choices): the choices are data, not trained
     apply=phase2_forward(config, choices_as_data=True), epochs=config.phase2_epochs,
     models=len(variants) * len(seeds), phase="phase2", key=jnp.concatenate([keys.phase2] * len(variants)),
-    name="phase2", mesh=mesh(len(variants) * len(seeds)), **common,
+    name="phase2", mesh=mesh(len(variants) * len(seeds)), policies=plain,
   )  # fmt: skip
   continued = None
   if continue_phase1:
     continued = _fit(
       config, splits, selected, apply=selective, eval_apply=evaluate, epochs=config.phase2_epochs,
-      models=models, phase="phase2", key=keys.phase2, name="phase1 continued", mesh=mesh(models), **common,
+      models=models, phase="phase2", key=keys.phase2, name="phase1 continued", mesh=mesh(models),
+      policies=plain,
     )  # fmt: skip
   return TwoPhaseResult(phase1, phase2, variants, rules, continued, seeds)
 
@@ -388,11 +405,12 @@ def baselines(
       raise ValueError("config.baseline names no activation; set it, or give pairs.")
     keys, hooks = run_keys(config.seed), checkpointing or Checkpointing()
     model = fixed_mlp(keys.init, config.layer_sizes, config.baseline)
-    on_epoch = hooks.on_epoch(config.baseline, 0, {}, {"choices": [c.tolist() for c in model.choices()]})
+    checkpoint = hooks.on_epoch(config.baseline, 0, {}, {"choices": [c.tolist() for c in model.choices()]})
     return _fit(
       config, splits, model, apply=phase2_forward(config, choices_as_data=False), epochs=epochs, models=None,
       phase="baseline", key=keys.phase2, name=config.baseline, resume=hooks.resume(config.baseline),
-      on_epoch=on_epoch, mesh=data_parallel_mesh(devices), progress=progress,
+      policies=_policies(progress=progress, guard=True, callback=checkpoint),
+      mesh=data_parallel_mesh(devices),
     )  # fmt: skip
   if checkpointing is not None:
     raise ValueError("A cohort trains without checkpoints; checkpointing is for one model.")
@@ -413,8 +431,8 @@ def baselines(
     apply = phase2_forward(config, choices_as_data=True)
   return _fit(
     config, splits, params, apply=apply, epochs=epochs, models=len(pairs), phase="baseline", key=keys.phase2,
-    name="+".join(activations),
-    mesh=models_mesh(len(pairs), devices or jax.device_count()), progress=progress, stop_on_nonfinite=False,
+    name="+".join(activations), mesh=models_mesh(len(pairs), devices or jax.device_count()),
+    policies=_policies(progress=progress, guard=False),
   )  # fmt: skip
 
 

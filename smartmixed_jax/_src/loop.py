@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -23,6 +23,14 @@ import numpy as np
 import optax
 
 from smartmixed_jax._src.mlp import is_logits_path
+from smartmixed_jax._src.policies import (
+  Outcome,
+  Phase,
+  Policy,
+  chain,
+  progress_bar,
+  raise_on_nonfinite,
+)
 from smartmixed_jax._src.record import PhaseRecord
 
 ApplyFn = Callable[[Any, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -35,10 +43,6 @@ int32 scalar, e.g. for a temperature schedule); deterministic models ignore both
 LossFn = Callable[[jax.Array, jax.Array], jax.Array]
 Splits = Mapping[str, tuple[jax.Array, jax.Array]]
 """``{"train": (x, y), "val": (x, y), "test": (x, y)}``, ideally already on the device."""
-
-
-class NonFiniteError(RuntimeError):
-  """Training produced a non-finite loss or parameters."""
 
 
 def make_optimizer(
@@ -269,11 +273,6 @@ def _float(value) -> Optional[float]:
   return value if math.isfinite(value) else None  # JSON has no NaN
 
 
-def _model(m: int, tree: Any) -> Any:
-  """Model ``m`` of stacked models."""
-  return jax.tree.map(lambda leaf: leaf[m], tree)
-
-
 @jax.jit
 def _keep_best(best, params, best_loss, loss):
   """Per model, ``params`` where its validation loss improved (NaN never does)."""
@@ -289,72 +288,68 @@ def _finite(tree, stacked: bool) -> jax.Array:
   return functools.reduce(jnp.logical_and, flags, jnp.bool_(True))
 
 
-@dataclasses.dataclass
-class PhaseState:
-  """Everything needed to continue a phase where it stopped (what a checkpoint holds).
+_ARRAYS = ("params", "opt_state", "key", "best_params", "best_loss")
 
+
+@functools.partial(
+  jax.tree_util.register_dataclass,
+  data_fields=list(_ARRAYS),
+  meta_fields=["epoch", "best_epochs", "histories", "seconds", "done"],
+)
+@dataclasses.dataclass(frozen=True)
+class PhaseState:
+  """Where a phase stands after an epoch: a pytree of its arrays, with its records as static fields.
+
+  What a checkpoint holds, and what :func:`fit`'s policies see.
   ``histories[m][e]`` is model ``m``'s epoch ``e`` record; epoch 0 is the model
   before the first update. ``best_params`` are each model's lowest-validation-
   loss parameters among epochs >= 1, or >= 0 (see ``fit``'s ``select_start``).
+  ``done`` marks the phase's last epoch: the planned last, or one a policy
+  ended the phase at.
   """
 
-  epoch: int
   params: Any
   opt_state: Any
-  key: jax.Array
+  key: jax.Array  # [] or [M]
   best_params: Any
-  best_loss: jax.Array
-  best_epochs: list[int]
-  histories: list[list[dict[str, Any]]]
-  seconds: float
+  best_loss: jax.Array  # [] or [M]
+  epoch: int = 0
+  best_epochs: list[int] = dataclasses.field(default_factory=lambda: [0])
+  histories: list[list[dict[str, Any]]] = dataclasses.field(default_factory=lambda: [[]])
+  seconds: float = 0.0
+  done: bool = False
+
+  def replace(self, **changes) -> PhaseState:
+    return dataclasses.replace(self, **changes)
 
   @classmethod
-  def initial(cls, params: Any, optimizer: optax.GradientTransformation, key: jax.Array, **meta):
+  def initial(cls, params: Any, optimizer: optax.GradientTransformation, key: jax.Array, **records):
     """The state before the first update; ``jax.eval_shape`` of it gives a checkpoint's abstract arrays.
 
-    ``params`` (and ``key``) may be stacked; ``meta`` may set ``best_loss``,
-    ``best_epochs`` and ``histories``.
+    ``params`` (and ``key``) may be stacked; ``records`` may set the static fields.
     """
     stacked = jnp.ndim(key) > 0
-    defaults = dict(
-      best_loss=jnp.full(jnp.shape(key), jnp.inf, jnp.float32), best_epochs=[0], histories=[[]], seconds=0.0
-    )
     init = lambda params: optimizer.init(trainable(params)[0])  # noqa: E731
     opt_state = jax.jit(jax.vmap(init) if stacked else init)(params)
-    return cls(epoch=0, params=params, opt_state=opt_state, key=key, best_params=params, **(defaults | meta))
+    best_loss = jnp.full(jnp.shape(key), jnp.inf, jnp.float32)
+    return cls(params, opt_state, key, params, **{"best_loss": best_loss, **records})
 
   def arrays(self) -> dict[str, Any]:
-    """The checkpointed arrays."""
-    return {
-      "params": self.params,
-      "opt_state": self.opt_state,
-      "key": jax.random.key_data(self.key),
-      "best_params": self.best_params,
-      "best_loss": self.best_loss,
-    }
+    """The checkpointed arrays (the key as its raw data)."""
+    arrays = {name: getattr(self, name) for name in _ARRAYS}
+    return {**arrays, "key": jax.random.key_data(self.key)}
 
   def meta(self) -> dict[str, Any]:
     """The checkpointed JSON records."""
-    return {
-      "epoch": self.epoch,
-      "histories": self.histories,
-      "best_epochs": self.best_epochs,
-      "seconds": self.seconds,
-    }
+    return {"epoch": self.epoch, "histories": self.histories, "best_epochs": self.best_epochs,
+            "seconds": self.seconds}  # fmt: skip
 
   @classmethod
   def restore(cls, arrays: dict[str, Any], meta: dict[str, Any]) -> PhaseState:
-    return cls(
-      epoch=meta["epoch"],
-      params=arrays["params"],
-      opt_state=arrays["opt_state"],
-      key=jax.random.wrap_key_data(arrays["key"]),
-      best_params=arrays["best_params"],
-      best_loss=arrays["best_loss"],
-      best_epochs=list(meta["best_epochs"]),
-      histories=meta["histories"],
-      seconds=meta["seconds"],
-    )
+    """The state :meth:`arrays` and :meth:`meta` were taken from."""
+    arrays = {**{name: arrays[name] for name in _ARRAYS}, "key": jax.random.wrap_key_data(arrays["key"])}
+    records = dict(epoch=meta["epoch"], best_epochs=list(meta["best_epochs"]), histories=meta["histories"])
+    return cls(**arrays, **records, seconds=meta["seconds"])
 
 
 @dataclasses.dataclass
@@ -468,41 +463,55 @@ def _on_mesh(mesh, models, params, key, splits, resume):
   return params, key, _place(splits, shared), resume, batch_sharding
 
 
-def _start(run: _Programs, optimizer, params, key, val_split, *, epochs: int, models, select_start: bool):
-  """Epoch 0: the models before any update, evaluated (a candidate for selection if ``select_start``,
-  or if ``epochs == 0``)."""
+def _start(run: _Programs, optimizer, params, key, val_split, models: Optional[int], select: bool):
+  """Epoch 0: the models before any update, evaluated (a candidate for selection if ``select``)."""
   key, eval_key, _ = run.split3(key)
   val = run.evaluate(params, *val_split, eval_key, jnp.int32(0))
   count = models or 1
   losses, accs = (np.asarray(a).reshape(count) for a in jax.device_get((val.loss, val.accuracy)))
   histories = [[{"epoch": 0, "val_loss": _float(v), "val_accuracy": _float(a)}] for v, a in zip(losses, accs)]
   finite = jnp.where(jnp.isfinite(val.loss), val.loss, jnp.inf)
-  best_loss = finite if epochs == 0 or select_start else jnp.full(np.shape(val.loss), jnp.inf)
-  meta = dict(best_loss=best_loss, best_epochs=[0] * count, histories=histories)
-  return PhaseState.initial(params, optimizer, key, **meta)
+  best_loss = finite if select else jnp.full(np.shape(val.loss), jnp.inf)
+  return PhaseState.initial(params, optimizer, key, best_loss=best_loss, best_epochs=[0] * count,
+                            histories=histories)  # fmt: skip
 
 
-def _check_finite(name: str, epoch: int, steps: int, bad_steps, first_bad, ok, stacked: bool) -> None:
-  """The non-finite policy: raise when a model learned nothing in an epoch, or diverged."""
-  for m in range(len(ok)):
-    which = f"model {m}: " if stacked else ""
-    if bad_steps[m] == steps:
-      raise NonFiniteError(
-        f"{name}: {which}every step of epoch {epoch} had a non-finite loss or gradients; nothing was"
-        " learned. Lower the learning rate, or check the data."
-      )
-    if not ok[m]:
-      where = f"step {first_bad[m] + 1} of {steps}" if first_bad[m] >= 0 else "its end"
-      raise NonFiniteError(
-        f"{name}: {which}training diverged at epoch {epoch}, {where}: the loss or the parameters are not"
-        " finite. Lower the learning rate, or skip such steps with skip_nonfinite (--skip-nonfinite)."
-      )
+def _epoch(run: _Programs, state: PhaseState, splits: Splits, phase: Phase) -> tuple[PhaseState, Outcome]:
+  """One epoch: train, evaluate, keep each model's best parameters, record."""
+  epoch, count = state.epoch + 1, phase.models or 1
+  per_model = lambda a: np.asarray(a).reshape(count)  # noqa: E731
+  key, epoch_key, eval_key = run.split3(state.key)
+  t = time.perf_counter()
+  step = jnp.int32((epoch - 1) * phase.steps)
+  params, opt_state, metrics = run.epoch(state.params, state.opt_state, *splits["train"], epoch_key, step)
+  finite = run.finite(params)
+  jax.block_until_ready(params)
+  seconds = {"train_seconds": time.perf_counter() - t}
+  t = time.perf_counter()
+  val = run.evaluate(params, *splits["val"], eval_key, jnp.int32(epoch * phase.steps))
+  best_params, best_loss = _keep_best(state.best_params, params, state.best_loss, val.loss)
+  fetched = jax.device_get(
+    (metrics.loss, metrics.accuracy, val.loss, val.accuracy, metrics.nonfinite_steps,
+     metrics.first_nonfinite_step, finite, best_loss < state.best_loss)
+  )  # fmt: skip
+  *values, bad, first, finite, improved = map(per_model, fetched)
+  seconds["eval_seconds"] = time.perf_counter() - t
+  records = [
+    {"epoch": epoch, **{k: _float(v[m]) for k, v in zip(METRICS, values)}, **seconds,
+     **({"skipped_steps": int(bad[m])} if bad[m] else {})}
+    for m in range(count)
+  ]  # fmt: skip
+  new = PhaseState(
+    params, opt_state, key, best_params, best_loss, epoch=epoch,
+    best_epochs=[epoch if better else b for b, better in zip(state.best_epochs, improved)],
+    histories=[[*history, record] for history, record in zip(state.histories, records)],
+    seconds=state.seconds, done=epoch >= phase.epochs,
+  )  # fmt: skip
+  return new, Outcome(state.params, metrics.step_stats, bad, first, finite)
 
 
-def _epoch_record(epoch: int, metrics: dict[str, Any], seconds: dict[str, float], skipped: int) -> dict:
-  """One model's record of ``epoch``: its metrics (None where not finite), timings and skipped steps."""
-  record = {"epoch": epoch, **{k: _float(v) for k, v in metrics.items()}, **seconds}
-  return {**record, **({"skipped_steps": int(skipped)} if skipped else {})}
+DEFAULT_POLICIES = (raise_on_nonfinite(), progress_bar())
+"""What :func:`fit` does around its epochs unless told otherwise: stop on divergence, show progress."""
 
 
 def fit(
@@ -519,21 +528,19 @@ def fit(
   eval_batch_size: int = 2000,
   models: Optional[int] = None,
   step_stats: Optional[Callable[[Any, jax.Array], Any]] = None,
-  epoch_stats: Optional[Callable[[Any, Any, Any], dict[str, Any]]] = None,
-  stop_early: Optional[Callable[[PhaseState], bool]] = None,
-  stop_on_nonfinite: bool = True,
   select_start: bool = False,
+  policies: Sequence[Policy] = DEFAULT_POLICIES,
   name: str = "train",
-  progress: bool = True,
   resume: Optional[PhaseState] = None,
-  on_epoch: Optional[Callable[[PhaseState, bool], None]] = None,
   mesh: Optional[jax.sharding.Mesh] = None,
 ) -> PhaseResult:
   """Trains for ``epochs`` and keeps each model's lowest-validation-loss epoch.
 
   Epoch 0 (before any update) is evaluated and recorded; it is a candidate
   for selection when ``select_start`` is set (or ``epochs == 0``). The test
-  split is evaluated once, for the selected parameters.
+  split is evaluated once, for the selected parameters. Everything else
+  around the epochs (stopping on divergence, extra statistics, stopping
+  early, checkpoints, a progress bar) is a :class:`Policy`.
 
   Args:
     params: initial parameters (any pytree), or ``M`` models' parameters
@@ -550,24 +557,17 @@ def fit(
     eval_apply: forward pass for validation and test; ``apply`` if None.
     eval_batch_size: evaluation chunk size.
     models: ``M`` for stacked models (one ``jax.vmap``-ed program), None for one.
-    step_stats: ``stats(params, key)`` summed over each epoch's steps (one model).
-    epoch_stats: ``stats(params, epoch_step_stats, params_before_the_epoch) ->
-      dict`` merged into each epoch's record, per model.
-    stop_early: ``stop(state) -> bool``, asked after each epoch (and its
-      ``on_epoch``); True ends the phase there (e.g. once the selection has
-      settled). Its decision must depend on the recorded state only, so a
-      resumed run decides the same.
-    stop_on_nonfinite: raise :class:`NonFiniteError` when a model's loss or
-      parameters become non-finite, or when every step of an epoch was
-      skipped; otherwise record it and go on.
+    step_stats: ``stats(params, key)`` summed over each epoch's steps (one
+      model); policies see the sum, :func:`record_stats` can record it.
     select_start: epoch 0, the parameters given, competes in the selection:
       a phase that starts from a trained model (SmartMixed's Phase 2 starts
       from the frozen Phase 1 network) may then keep it.
-    name: phase name for the progress bar and messages.
-    progress: show a progress bar with live metrics.
-    resume: a state given to ``on_epoch`` earlier; training continues from it.
-    on_epoch: called as ``on_epoch(state, last)`` after every epoch (e.g. to
-      checkpoint), ``last`` being True after the final one.
+    policies: run in this order after each epoch (see :mod:`policies
+      <smartmixed_jax._src.policies>`); without :func:`raise_on_nonfinite`
+      a diverged model is recorded and training goes on.
+    name: the phase's name, for progress bars and messages.
+    resume: a state a policy saw earlier (e.g. checkpointed by
+      :func:`each_epoch`); training continues from it.
     mesh: train on its devices (its first axis): one model data-parallel
       (each batch split over the devices, parameters and optimizer state
       replicated, gradients all-reduced by XLA), or stacked models split over
@@ -577,82 +577,27 @@ def fit(
   Returns:
     A :class:`PhaseResult`.
   """
-  from tqdm.auto import tqdm
-
   start = time.perf_counter()
-  stacked, count = models is not None, models or 1
-  steps_per_epoch = math.ceil(splits["train"][0].shape[0] / batch_size)
-  batch_sharding = None
+  phase = Phase(name, epochs, math.ceil(splits["train"][0].shape[0] / batch_size), models)
+  policy, batch_sharding = chain(policies), None
   if mesh is not None:
     params, key, splits, resume, batch_sharding = _on_mesh(mesh, models, params, key, splits, resume)
   run = _programs(
-    apply, eval_apply or apply, optimizer, stacked=stacked, batch_size=batch_size,
+    apply, eval_apply or apply, optimizer, stacked=models is not None, batch_size=batch_size,
     eval_batch_size=eval_batch_size, loss_fn=loss_fn, step_stats=step_stats, batch_sharding=batch_sharding,
   )  # fmt: skip
-  per_model = lambda a: np.asarray(a).reshape(count)  # noqa: E731
-  step_of = lambda epoch: jnp.int32(epoch * steps_per_epoch)  # noqa: E731
-  index = (lambda m: functools.partial(_model, m)) if stacked else (lambda m: lambda tree: tree)  # noqa: E731
-
-  state = resume or _start(
-    run, optimizer, params, key, splits["val"], epochs=epochs, models=models, select_start=select_start
-  )
-  elapsed, stats = state.seconds, None
-  # A resumed phase that had already stopped early (its checkpoint is its last) stays stopped.
-  stopped = resume is not None and stop_early is not None and 0 < state.epoch < epochs
-  last = state.epoch if stopped and stop_early(state) else epochs
-  bar = tqdm(
-    range(state.epoch + 1, last + 1), desc=name, unit="epoch", initial=state.epoch, total=epochs,
-    disable=not progress or None, dynamic_ncols=True, leave=not stacked,
-  )  # fmt: skip
-  for epoch in bar:
-    key, epoch_key, eval_key = run.split3(state.key)
-    t = time.perf_counter()
-    params, opt_state, metrics = run.epoch(
-      state.params, state.opt_state, *splits["train"], epoch_key, step_of(epoch - 1)
-    )
-    ok = run.finite(params)
-    jax.block_until_ready(params)
-    seconds = {"train_seconds": time.perf_counter() - t}
-    t = time.perf_counter()
-    val = run.evaluate(params, *splits["val"], eval_key, step_of(epoch))
-    best_params, best_loss = _keep_best(state.best_params, params, state.best_loss, val.loss)
-    fetched = jax.device_get(
-      (metrics.loss, metrics.accuracy, val.loss, val.accuracy, metrics.nonfinite_steps,
-       metrics.first_nonfinite_step, ok, best_loss < state.best_loss)
-    )  # fmt: skip
-    *values, bad, first, ok, improved = map(per_model, fetched)
-    seconds["eval_seconds"] = time.perf_counter() - t
-    if stop_on_nonfinite:
-      _check_finite(name, epoch, steps_per_epoch, bad, first, ok, stacked)
-    stats = metrics.step_stats
-    for m in range(count):  # histories and best epochs are extended in place
-      record = _epoch_record(epoch, {k: v[m] for k, v in zip(METRICS, values)}, seconds, bad[m])
-      if epoch_stats is not None:
-        pick = index(m)
-        record.update(epoch_stats(pick(params), None if stats is None else pick(stats), pick(state.params)))
-      state.histories[m].append(record)
-      if improved[m]:
-        state.best_epochs[m] = epoch
-    state = PhaseState(
-      epoch, params, opt_state, key, best_params, best_loss, state.best_epochs, state.histories,
-      elapsed + time.perf_counter() - start,
-    )  # fmt: skip
-    bar.set_postfix(loss=f"{np.nanmean(values[0]):.4f}", val_acc=f"{np.nanmean(values[3]):.4f}")
-    stopping = stop_early is not None and epoch < epochs and stop_early(state)
-    if on_epoch is not None:
-      on_epoch(state, epoch == epochs or stopping)
-    if stopping:
-      break
-  if on_epoch is not None and state.epoch == 0 == epochs:
-    on_epoch(state, True)
-  unselected = ~np.isfinite(per_model(jax.device_get(state.best_loss)))
-  never = [m for m in range(count) if epochs and unselected[m]]
-  if never and stop_on_nonfinite:
-    raise NonFiniteError(
-      f"{name}: no epoch had a finite validation loss (models {never}); check the validation data."
-    )
-  test = run.evaluate(state.best_params, *splits["test"], run.split3(state.key)[2], step_of(state.epoch))
-  test_loss, test_acc = map(per_model, jax.device_get((test.loss, test.accuracy)))
+  state = resume or _start(run, optimizer, params, key, splits["val"], models, select_start or epochs == 0)
+  state = policy.start(state.replace(done=state.epoch >= epochs), phase)
+  elapsed, step_sums = state.seconds, None
+  while not state.done:
+    state, outcome = _epoch(run, state, splits, phase)
+    state = policy.after_epoch(state.replace(seconds=elapsed + time.perf_counter() - start), phase, outcome)
+    step_sums = outcome.step_stats
+  policy.end(state, phase)
+  count = models or 1
+  test_key, test_step = run.split3(state.key)[2], jnp.int32(state.epoch * phase.steps)
+  test = run.evaluate(state.best_params, *splits["test"], test_key, test_step)
+  test_loss, test_acc = (np.asarray(a).reshape(count) for a in jax.device_get((test.loss, test.accuracy)))
   return PhaseResult(
     name=name,
     histories=state.histories,
@@ -660,5 +605,5 @@ def fit(
     best_params=state.best_params,
     test=[{"test_loss": _float(v), "test_accuracy": _float(a)} for v, a in zip(test_loss, test_acc)],
     seconds=elapsed + time.perf_counter() - start,
-    last_step_stats=stats,
+    last_step_stats=step_sums,
   )

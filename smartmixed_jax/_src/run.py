@@ -341,9 +341,9 @@ def _train(
   run_meta = {"config": config.to_dict(), "resumes": list(resumes)}
 
   def on_epoch(phase: str, first_step: int, arrays: dict[str, Any], meta: dict[str, Any]):
-    def checkpoint(state: loop.PhaseState, last: bool):
+    def checkpoint(state: loop.PhaseState):
       stop = _stop_together(should_stop())
-      if store is not None and (last or state.epoch % checkpoint_every == 0 or stop):
+      if store is not None and (state.done or state.epoch % checkpoint_every == 0 or stop):
         verify()  # still this directory's owner
         meta_all = {"phase": phase, **state.meta(), **meta, **run_meta}
         store.save(first_step + state.epoch, {**state.arrays(), **arrays}, meta_all)
