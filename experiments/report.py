@@ -514,6 +514,8 @@ def variant_words(config: dict[str, Any]) -> str:
   words = []
   if config.get("logits_lr_scale", 1.0) != 1.0:
     words.append(f"logits learning {config['logits_lr_scale']:g}x faster")
+  if config.get("final_temperature") is not None:
+    words.append(f"temperature annealed from {config['temperature']:g} to {config['final_temperature']:g}")
   if config.get("schedule") == "cosine_run":
     words.append("one cosine schedule across both phases")
   if config.get("phase2_keeps_start"):
@@ -903,6 +905,7 @@ def _command(out: Path, settings: dict[str, Any], runs: Sequence[RunRecord]) -> 
   ]
   if settings.get("logits_lr_scale", 1.0) != 1.0:
     parts.append(f"--logits-lr-scale {settings['logits_lr_scale']:g}")
+  parts += [f"--set {name}={json.dumps(value)}" for name, value in settings.get("overrides", {}).items()]
   if settings.get("baselines_from"):
     parts.append(f"--baselines-from {shown(Path(out, settings['baselines_from']))}")
   return " ".join(parts)

@@ -61,6 +61,8 @@ BUDGETS = {
   # Phase 1 alone at the paper's step count (50 epochs x 422 steps = 21,100): where selection settles.
   "selection": Budget(50, 0),
   "medium": Budget(10, 20),  # full training set
+  # Phase 1 alone at the medium budget's 10 epochs: a screen of selection settings.
+  "screen": Budget(10, 0),
   "paper": Budget(50, 350),  # the reference: 50 + 350 epochs, baselines 400
 }
 
@@ -172,12 +174,14 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
   path = out / "sweep.json"
   if path.exists():
     # Sweeps from before an option ran with its default.
-    saved = {"logits_lr_scale": 1.0, "ablation": True, "controls": True, **json.loads(path.read_text())}
+    defaults = {"logits_lr_scale": 1.0, "overrides": {}, "ablation": True, "controls": True}
+    saved = {**defaults, **json.loads(path.read_text())}
     fixed = (
-      "budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "logits_lr_scale", "ablation",
-      "controls",
+      "budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "logits_lr_scale", "overrides",
+      "ablation", "controls",
     )  # fmt: skip
-    diff = {k: (saved.get(k), settings[k]) for k in fixed if saved.get(k) != settings[k]}
+    current = {**defaults, **settings}
+    diff = {k: (saved.get(k), current[k]) for k in fixed if saved.get(k) != current[k]}
     if diff:
       changes = ", ".join(f"{k}: {a} there, {b} now" for k, (a, b) in diff.items())
       raise SystemExit(f"{out} holds a sweep with other settings ({changes}); choose another --out.")
@@ -212,16 +216,21 @@ def sweep(
   progress: bool = True,
   devices: int = 1,
   logits_lr_scale: float = 1.0,
+  overrides: Optional[dict[str, Any]] = None,
   baselines_from: Optional[Path] = None,
 ) -> int:
   """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote.
 
-  With ``baselines_from`` (a sweep of the same budget and preset) the
-  baselines are not trained: the report takes them from there. They have no
-  logits, so ``logits_lr_scale`` does not change them.
+  ``overrides`` are further :class:`Config` fields for every run (see
+  :func:`parse_overrides`). With ``baselines_from`` (a sweep of the same
+  budget and preset) the baselines are not trained: the report takes them
+  from there. They have no logits, so ``logits_lr_scale`` does not change them.
   """
   plan = BUDGETS[budget]
-  make = functools.partial(make_configs, preset=preset, budget=plan, logits_lr_scale=logits_lr_scale)
+  overrides = dict(overrides or {})
+  make = functools.partial(
+    make_configs, preset=preset, budget=plan, logits_lr_scale=logits_lr_scale, **overrides
+  )
   splits = app.device_splits(data, plan.train_limit)
   settings = {
     "budget": budget,
@@ -236,6 +245,7 @@ def sweep(
     "device": str(jax.devices()[0].device_kind),
     "devices": devices,
     "logits_lr_scale": logits_lr_scale,
+    "overrides": overrides,
     # Relative to ``out``, so the committed study reads from any checkout.
     **({"baselines_from": Path(os.path.relpath(baselines_from, out)).as_posix()} if baselines_from else {}),
   }
@@ -317,6 +327,37 @@ def measure_speedup(
   }  # fmt: skip
 
 
+SWEEP_FIELDS = (
+  "hidden", "arch", "phase1_epochs", "phase2_epochs", "train_limit", "seed", "baseline", "logits_lr_scale"
+)  # fmt: skip
+"""Config fields the sweep sets itself (architectures, budget, seeds, models, ``--logits-lr-scale``)."""
+
+
+def parse_overrides(pairs: Sequence[str], preset: str) -> dict[str, Any]:
+  """``["final_temperature=0.03", ...]`` as Config overrides, values read as JSON (``null`` is None).
+
+  Raises ValueError naming the bad pair: an unknown field, one the sweep sets
+  itself, or a value the Config refuses.
+  """
+  fields = [f.name for f in dataclasses.fields(app.Config)]
+  overrides = {}
+  for pair in pairs:
+    name, sep, text = pair.partition("=")
+    if not sep or name not in fields:
+      raise ValueError(f"--set {pair!r}: give FIELD=VALUE with FIELD one of {fields}.")
+    if name in SWEEP_FIELDS:
+      raise ValueError(
+        f"--set {pair!r}: the sweep sets {name} itself (see --archs, --budget, --seeds, --logits-lr-scale)."
+      )
+    try:
+      value = json.loads(text)
+    except json.JSONDecodeError:
+      value = text  # a bare word: a schedule, a dtype
+    overrides[name] = value
+  app.make_config("simple_2layer", preset, **overrides)  # refuses bad values before any training
+  return overrides
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--budget", choices=list(BUDGETS), default="quick")
@@ -358,6 +399,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="SmartMixed's logits learn S times faster than its weights (beyond the paper; default 1)",
   )
   parser.add_argument(
+    "--set",
+    dest="overrides",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="a further Config field for every run, e.g. --set final_temperature=0.03 (repeatable)",
+  )
+  parser.add_argument(
     "--baselines-from",
     type=Path,
     metavar="DIR",
@@ -382,14 +431,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   if args.logits_lr_scale <= 0 or not math.isfinite(args.logits_lr_scale):
     parser.error(f"--logits-lr-scale must be a finite number > 0, got {args.logits_lr_scale}")
+  try:
+    overrides = parse_overrides(args.overrides, args.preset)
+  except ValueError as e:
+    parser.error(str(e))
   variant = f"_logits{args.logits_lr_scale:g}" if args.logits_lr_scale != 1 else ""
+  variant += "".join(f"_{name}{value}" for name, value in overrides.items())
   out = args.out or RESULTS / f"sweep_{args.budget}_{args.preset}{variant}"
   start = time.perf_counter()
   written = sweep(
     out, data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset,
     group_baselines=args.group_baselines, ablation=args.ablation, controls=args.controls,
     progress=args.progress, devices=args.devices or jax.device_count(),
-    logits_lr_scale=args.logits_lr_scale, baselines_from=args.baselines_from,
+    logits_lr_scale=args.logits_lr_scale, overrides=overrides, baselines_from=args.baselines_from,
   )  # fmt: skip
   print(f"{written} runs written to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
   if args.report:

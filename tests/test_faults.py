@@ -175,6 +175,8 @@ def test_a_sweep_rerun_with_other_variants_is_refused(tmp_path):
   sweep.check_settings(tmp_path, settings)
   with pytest.raises(SystemExit, match="controls: True there, False now"):
     sweep.check_settings(tmp_path, {**settings, "controls": False})
+  with pytest.raises(SystemExit, match="overrides: {} there, {'final_temperature': 0.03} now"):
+    sweep.check_settings(tmp_path, {**settings, "overrides": {"final_temperature": 0.03}})
   assert json.loads((tmp_path / "sweep.json").read_text())["controls"] is True  # unchanged
 
 
