@@ -13,14 +13,14 @@ X = jax.random.normal(jax.random.key(0), (256, 4))
 SPLITS = {split: (X, (X[:, 0] > 0).astype(jnp.int32)) for split in ("train", "val", "test")}
 
 
-def _fit(policies, *, epochs=4, resume=None, optimizer=optax.adam(1e-2), models=None):
+def _fit(policies, *, epochs=4, resume=None, optimizer=None, models=None):
   model = sm.fixed_mlp(jax.random.key(1), (4, 16, 2), "tanh")
   key = jax.random.key(2)
   if models:
     model = jax.tree.map(lambda leaf: jnp.stack([leaf] * models), model)
     key = jax.random.split(key, models)
   return sm.fit(
-    model, apply=lambda m, x, key, step: m(x), optimizer=optimizer, splits=SPLITS,
+    model, apply=lambda m, x, key, step: m(x), optimizer=optimizer or optax.adam(1e-2), splits=SPLITS,
     epochs=epochs, key=key, batch_size=64, policies=policies, resume=resume, models=models, name="toy",
   )  # fmt: skip
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from _results import without_timings
 
 ENV = dict(
@@ -177,7 +178,11 @@ split = lambda n: app.Split(rng.uniform(size=(n, 784)).astype(np.float32), np.ar
 data = app.Dataset(split(256), split(64), split(64), "synthetic")
 config = app.make_config("16", phase1_epochs=1, phase2_epochs=1, batch_size=64)
 try:
-  app.train_and_evaluate(config, data, workdir=sys.argv[3], progress=False)
+  app.train_and_evaluate(config, data, workdir=sys.argv[3], progress=False)  # devices=1: this process's own
+except ValueError as e:
+  print(e)
+try:
+  app.train_and_evaluate(config, data, workdir=sys.argv[3], progress=False, devices=None)
 except ValueError as e:
   print(e)
   raise SystemExit(2)
@@ -201,6 +206,8 @@ def test_a_refusal_by_process_0_reaches_every_process(tmp_path):
                                 stderr=subprocess.PIPE, text=True) for i in range(2)]  # fmt: skip
   outputs = [p.communicate(timeout=120) for p in processes]
   assert [p.returncode for p in processes] == [2, 2], [err[-2000:] for _, err in outputs]
+  for out, _ in outputs:
+    assert "A run of 2 processes trains data-parallel on all 2 devices of all of them; got devices=1" in out
   assert f"{held} already holds a run" in outputs[0][0]
   assert f"process 0 refused the run: {held} already holds a run" in outputs[1][0]
 
@@ -223,3 +230,47 @@ def test_processes_with_different_flags_are_refused(mnist_cache, tmp_path):
   for _, err in outputs:
     assert "process(es) [1] run with other settings or flags than process 0" in err
   assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("killed", [0, 1])
+def test_a_process_whose_peer_is_killed_says_so_and_the_run_resumes(mnist_cache, tmp_path, killed):
+  """kill -9 of one process (its host gone) during training: the other exits 7 at once with what to do
+  (not JAX's abort, exit 134, after a heartbeat timeout), and the run resumes from its newest checkpoint.
+  Process 0 hosts JAX's coordination service: its loss is the case that used to abort from C++."""
+  import time
+
+  run = tmp_path / "run"
+  args = ["train", "--arch", "32", "--phase1-epochs", "30", "--phase2-epochs", "1", "--train-limit", "2048",
+          "--checkpoint-every", "1", "--no-progress", "--data-dir", str(mnist_cache), "--out", str(run),
+          "--coordinator", f"localhost:{_port()}", "--num-processes", "2"]  # fmt: skip
+  command = [str(Path(sys.executable).with_name("smartmixed")), *args]
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  processes = [subprocess.Popen([*command, "--process-id", str(i)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+               for i in range(2)]  # fmt: skip
+  deadline = time.monotonic() + 240
+  while not (run / "checkpoints" / "2").is_dir() and time.monotonic() < deadline:
+    assert all(p.poll() is None for p in processes), [p.communicate()[1][-2000:] for p in processes]
+    time.sleep(0.02)
+  os.killpg(processes[killed].pid, signal.SIGKILL)  # the command and the process it supervises
+  start = time.monotonic()
+  survivor = processes[1 - killed]
+  _, err = survivor.communicate(timeout=120)
+  processes[killed].communicate()
+  assert survivor.returncode == 7, err[-3000:]
+  # At once when the survivor was exchanging gradients; at a barrier (saving a checkpoint), once JAX's
+  # heartbeat timeout (100 s) has declared the other process dead.
+  assert time.monotonic() - start < 150
+  assert "error: another process of this run was lost (" in err
+  assert (
+    f"The newest checkpoint is kept. Start every process again with: smartmixed train --resume {run}" in err
+  )
+  assert not (run / "results.json").exists()
+  if killed == 1:
+    return  # one resume shows that nothing was lost
+  # Resumed by one process (a run may change its devices on resume), it finishes.
+  done = subprocess.run([command[0], "train", "--resume", str(run), "--no-progress", "--data-dir",
+                         str(mnist_cache)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert json.loads((run / "results.json").read_text())["phases"]["phase1"]["epochs"] == 30

@@ -47,6 +47,7 @@ EXIT_CODES = {
   4: "the output directory is in use by another run (its PID is named)",
   5: "storage failed (disk full, read-only, permission denied); resume once it is fixed",
   6: "out of memory (refused before training when the network clearly cannot fit)",
+  7: "another process of a multi-process run was lost; the newest checkpoint is kept: resume every process",
   130: "interrupted by Ctrl-C; the last complete epoch is checkpointed",
   143: "terminated by SIGTERM (a scheduler's preemption); the last complete epoch is checkpointed",
 }
@@ -343,6 +344,12 @@ def _graceful_stop() -> Iterator[_StopRequest]:
       signal.signal(s, handler)
 
 
+def _several_processes(args: argparse.Namespace) -> bool:
+  """Whether the command is one process of a multi-process (multi-host) run."""
+  explicit = (args.coordinator, args.num_processes, args.process_id)
+  return getattr(args, "distributed", False) or any(v is not None for v in explicit)
+
+
 def _join_processes(args: argparse.Namespace) -> None:
   """Joins the other processes of a multi-host run (jax.distributed), before anything uses a device."""
   explicit = (args.coordinator, args.num_processes, args.process_id)
@@ -363,6 +370,68 @@ def _join_processes(args: argparse.Namespace) -> None:
     jax.distributed.initialize()
   else:
     jax.distributed.initialize(args.coordinator, num_processes=args.num_processes, process_id=args.process_id)
+
+
+_SUPERVISED = "SMARTMIXED_SUPERVISED"
+"""Set in the environment of the child process that :func:`_supervise` runs."""
+
+
+def _supervise(argv: Sequence[str], out: Optional[Path]) -> int:
+  """Runs this command again in a child process, waits for it and returns its exit code.
+
+  One process of a multi-process run: when another process is lost, JAX's
+  coordination client aborts this one from a thread of its own (SIGABRT, exit
+  134, a C++ stack trace) before Python can say anything. Its parent can: it
+  turns that abort into exit 7 and a message saying what to do. SIGTERM is
+  passed on to the child; Ctrl-C reaches it from the terminal directly.
+  """
+  import subprocess
+
+  child = subprocess.Popen(
+    [sys.executable, "-m", "smartmixed_jax", *argv], env={**os.environ, _SUPERVISED: "1"}
+  )
+  previous = {
+    signal.SIGTERM: signal.signal(signal.SIGTERM, lambda signum, frame: child.send_signal(signum)),
+    signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+  }
+  try:
+    code = child.wait()
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+  if code == -signal.SIGABRT:
+    _report(_peer_lost(out, "JAX aborted this process; its reason is printed above"))
+    return 7
+  return code if code >= 0 else 128 - code
+
+
+def _peer_lost(out: Optional[Path], detail: str) -> str:
+  again = f" Start every process again with: smartmixed train --resume {shlex.quote(str(out))}" if out else ""
+  detail = detail.splitlines()[0][:300]
+  return f"another process of this run was lost ({detail}). The newest checkpoint is kept.{again}"
+
+
+def _report(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def _exit_now(code: int, message: str) -> None:
+  """Prints ``message`` and ends the process at once: JAX's exit handler would wait for the lost
+  process at a barrier it never reaches, then abort."""
+  _report(message)
+  sys.stdout.flush()
+  os._exit(code)
+
+
+def _lost_a_peer(e: BaseException) -> bool:
+  """Whether ``e`` is a collective that failed because another process of the run is gone."""
+  import jax
+
+  text = str(e)
+  signs = ("Gloo", "Connection reset", "UNAVAILABLE", "DEADLINE_EXCEEDED", "heartbeat")
+  return (
+    jax.process_count() > 1 and isinstance(e, jax.errors.JaxRuntimeError) and any(s in text for s in signs)
+  )
 
 
 def _check_same_settings(config: Config, args: argparse.Namespace) -> None:
@@ -464,6 +533,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
   # Where a failed run can be continued from; an export's --out is the file it writes, not a run.
   out = None if args.command == "export" else getattr(args, "resume", None) or args.out
+  if args.command != "export" and _several_processes(args) and not os.environ.get(_SUPERVISED):
+    return _supervise(sys.argv[1:] if argv is None else argv, out)
   with _graceful_stop() as stop:
     try:
       if args.command == "export":
@@ -504,6 +575,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             file=sys.stderr)  # fmt: skip
       return 130
     except Exception as e:  # noqa: BLE001 - each failure gets its exit code; the rest re-raise
+      if _lost_a_peer(e):
+        _exit_now(7, _peer_lost(out, str(e)))
       code, message = _failure(e, out)
       print(f"error: {message}", file=sys.stderr, flush=True)
       if code == 5:  # orbax's worker threads keep printing tracebacks of the failed write until exit

@@ -194,7 +194,8 @@ def train_and_evaluate(
       checkpoints that epoch and raises :class:`Stopped` (the CLI's SIGTERM).
     devices: data-parallel over this many devices (None: all of them); each
       batch is split over them, so ``batch_size`` is global. Same results as
-      one device up to float round-off; may change on resume.
+      one device up to float round-off; may change on resume. A run of
+      several processes (``jax.distributed``) uses all devices of all of them.
 
   Returns:
     A :class:`RunResult`; ``result.summary()`` is what ``results.json`` holds.
@@ -219,6 +220,11 @@ def train_and_evaluate(
     raise ValueError(f"batch_size {config.batch_size} exceeds the {train_examples} training examples.")
   check_memory(config, train_examples, len(data.validation.y) + len(data.test.y))
   engine.data_parallel_mesh(devices)  # validates devices before anything is written
+  if jax.process_count() > 1 and devices is not None and devices != jax.device_count():
+    raise ValueError(
+      f"A run of {jax.process_count()} processes trains data-parallel on all {jax.device_count()} devices"
+      f" of all of them; got devices={devices}. Give devices=None."
+    )
   train = functools.partial(
     _train, config, data, train_examples=train_examples, checkpoint_every=checkpoint_every,
     progress=progress, should_stop=should_stop or (lambda: False), devices=devices,
