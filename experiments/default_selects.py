@@ -32,16 +32,28 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
+import stats
 import sweep
+import verdicts
+from records import FAILED_VAL_ACCURACY, read_records, shown
+from report import markdown_table
+from stats import Stat, paper_order
+from verdicts import HOLDS, NOT_RESOLVED, Verdict
 
 from smartmixed_jax import app
+from smartmixed_jax.app import RunRecord
+from smartmixed_jax.artifacts import atomic_write_bytes, pyplot, save_figure
 
 OUT = Path(__file__).parent / "results" / "default_selects"
 SEEDS = (0, 1, 2)
+DECIDED = 0.9  # of hidden neurons, in every run
+REFERENCE = "old"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,6 +99,194 @@ def run_all(
   return written
 
 
+# ----------------------------------------------------------------------------
+# The report.
+
+
+def decided_share(run: RunRecord) -> float:
+  """The share of all hidden neurons decided at Phase 1's last epoch (layers weighted by their width)."""
+  layers = run.phase1.history[-1].selection
+  widths = run.config["hidden"]
+  return sum(w * layer.decided for w, layer in zip(widths, layers)) / sum(widths)
+
+
+def phase1_test(run: RunRecord) -> float:
+  """Phase 1's test accuracy at its selected epoch, evaluated with each neuron's argmax."""
+  return run.phase1.best.test_accuracy
+
+
+@dataclasses.dataclass(frozen=True)
+class Judged:
+  """A candidate's runs and its verdict on each criterion."""
+
+  name: str
+  runs: dict[tuple[str, int], RunRecord]
+  decided: Verdict
+  no_worse: Verdict
+  robust: Verdict
+  overall: Verdict
+  versus: Optional[stats.Across]  # Phase 1 test accuracy, candidate - reference, per architecture
+
+  @property
+  def mean_test(self) -> float:
+    """The mean over architectures of each architecture's seed-mean Phase 1 test accuracy."""
+    per_arch = {}
+    for (arch, _), run in self.runs.items():
+      per_arch.setdefault(arch, []).append(phase1_test(run))
+    return statistics.fmean(statistics.fmean(v) for v in per_arch.values())
+
+
+def judge(name: str, runs: dict[tuple[str, int], RunRecord], reference, expected: int) -> Judged:
+  """A candidate against the criteria; with fewer than ``expected`` runs every verdict is not resolved."""
+  label = lambda key: f"{key[0]}/seed{key[1]}"  # noqa: E731
+  decided = verdicts.every_run({label(k): decided_share(r) for k, r in runs.items()}, DECIDED, "decided")
+  robust = verdicts.every_run(
+    {label(k): r.phase1.best.val_accuracy for k, r in runs.items()},
+    FAILED_VAL_ACCURACY,
+    "validation accuracy",
+  )
+  versus = None
+  if name == REFERENCE:
+    no_worse = Verdict(HOLDS, "the reference itself")
+  else:
+    per_arch = {}
+    for (arch, seed), run in runs.items():
+      if (arch, seed) in reference:
+        per_arch.setdefault(arch, []).append(phase1_test(run) - phase1_test(reference[(arch, seed)]))
+    versus = stats.across(per_arch)
+    no_worse = verdicts.not_below(versus)
+  parts = {"decided": decided, "no worse": no_worse, "robust": robust}
+  overall = verdicts.all_of(parts)
+  if len(runs) < expected:
+    missing = Verdict(NOT_RESOLVED, f"{len(runs)} of {expected} runs trained so far")
+    decided, no_worse, robust, overall = (
+      v if v.word != HOLDS else missing for v in (decided, no_worse, robust, overall)
+    )
+  return Judged(name, runs, decided, no_worse, robust, overall, versus)
+
+
+def choose(judged: Sequence[Judged]) -> Optional[Judged]:
+  """The default: of the candidates that hold on every criterion, the highest mean Phase 1 test accuracy."""
+  passing = [j for j in judged if j.overall.word == HOLDS and j.name != REFERENCE]
+  return max(passing, key=lambda j: j.mean_test, default=None)
+
+
+def plot(path: Path, judged: Sequence[Judged], archs: Sequence[str]) -> str:
+  """Per architecture: the share of neurons decided, and Phase 1's test accuracy against the old default."""
+  plt = pyplot()
+  fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, 0.55 * len(archs)), 7), sharex=True)
+  xs = np.arange(len(archs))
+  for j in judged:
+    share = [Stat(decided_share(r) for (a, _), r in j.runs.items() if a == arch) for arch in archs]
+    style = dict(marker="o", ms=4, label=j.name, lw=2.5 if j.name == REFERENCE else 1.2)
+    top.plot(xs, [100 * s.mean if s.n else np.nan for s in share], **style)
+    if j.versus is not None:
+      diff = [j.versus.per_arch.get(arch, Stat([])) for arch in archs]
+      bottom.errorbar(xs, [100 * d.mean if d.n else np.nan for d in diff],
+                      yerr=[100 * d.ci95() if d.n > 1 else 0 for d in diff], capsize=2, **style)  # fmt: skip
+  top.axhline(100 * DECIDED, color="grey", ls="--", lw=1)
+  top.set_ylabel("neurons decided at Phase 1's end (%)")
+  top.legend(ncol=len(judged), fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+  bottom.axhline(0, color="grey", lw=1)
+  bottom.set_ylabel("Phase 1 test accuracy − old default's\n(points, mean ± 95% CI over seeds)")
+  bottom.set_xticks(xs, [str(sweep.arch_number(a)) for a in archs])
+  bottom.set_xlabel("architecture (number in PAPER.md)")
+  for ax in (top, bottom):
+    ax.grid(alpha=0.3)
+  return save_figure(fig, path, dpi=110)
+
+
+def write_report(out: Path, seeds: Sequence[int] = SEEDS) -> Path:
+  """``out/REPORT.md`` and ``out/default_selects.png`` from every candidate's records."""
+  archs = sorted(app.ARCHITECTURES, key=paper_order)
+  expected = len(archs) * len(seeds)
+  found = {
+    name: {(r.arch, r.seed): r for r in read_records(out / name) if r.model == "smartmixed"}
+    for name in CANDIDATES
+    if (out / name / "runs").is_dir()
+  }
+  reference = found.get(REFERENCE, {})
+  judged = [judge(name, runs, reference, expected) for name, runs in found.items() if runs]
+  chosen = choose(judged)
+  figure = plot(out / "default_selects.png", judged, archs)
+  rows = []
+  for j in judged:
+    versus = "—" if j.versus is None else stats._overall(j.versus)
+    shares = [decided_share(r) for r in j.runs.values()]
+    hours = stats.compute_seconds(list(j.runs.values())) / 3600
+    rows.append([
+      f"`{j.name}`", CANDIDATES[j.name].note, f"{len(j.runs)}/{expected}",
+      f"{100 * min(shares):.1f} / {100 * statistics.fmean(shares):.1f}", f"{100 * j.mean_test:.2f}", versus,
+      j.decided.word, j.no_worse.word, j.robust.word, f"**{j.overall.word}**", f"{hours:.2f}",
+    ])  # fmt: skip
+  per_arch = []
+  for arch in archs:
+    cells = []
+    for j in judged:
+      runs = [r for (a, _), r in j.runs.items() if a == arch]
+      cells.append(
+        "—" if not runs else
+        f"{100 * statistics.fmean(map(decided_share, runs)):.0f}% / {Stat(map(phase1_test, runs)).fmt()}"
+      )  # fmt: skip
+    per_arch.append([f"{sweep.arch_number(arch)} {arch}", *cells])
+  verdict_lines = [
+    f"- **`{j.name}`**: {j.overall.word}. Decided: {j.decided}. No worse: {j.no_worse}. Robust: {j.robust}."
+    for j in judged
+  ]
+  answer = (
+    f"**The default: `{chosen.name}`** ({CANDIDATES[chosen.name].note}): of the candidates that hold on"
+    " every criterion, the highest mean Phase 1 test accuracy."
+    if chosen
+    else "**No candidate holds on every criterion yet**: the default stays undecided by this study."
+  )
+  lines = [
+    "# Which default makes the selection select?",
+    "",
+    "Phase 1 alone, 10 epochs of the full 54,000-example training set (the medium budget's Phase 1),"
+    f" every architecture of PAPER.md x seeds {', '.join(map(str, seeds))}, the `recommended` preset with"
+    " one change per candidate. Written by `python experiments/default_selects.py` from the records in"
+    f" `{shown(out)}/<candidate>/runs/` (`--report` rewrites it alone).",
+    "",
+    "Criteria, each a rule of `experiments/verdicts.py`: **decided**, every run ends Phase 1 with at least"
+    f" {100 * DECIDED:g}% of its hidden neurons decided (softmax entropy below half of log 6); **no worse**,"
+    " Phase 1's test accuracy (the argmax network, at Phase 1's selected epoch) is not below the old"
+    " default's on any architecture (paired over seeds; Holm-corrected over architectures); **robust**,"
+    f" every run learns (Phase 1 validation accuracy at least {100 * FAILED_VAL_ACCURACY:g}%).",
+    "",
+    answer,
+    "",
+    *markdown_table(
+      [
+        "candidate",
+        "what",
+        "runs",
+        "decided % (min / mean)",
+        "P1 test %",
+        "P1 test vs old (points)",
+        "decided",
+        "no worse",
+        "robust",
+        "all",
+        "compute (h)",
+      ],
+      rows,
+    ),  # fmt: skip
+    "",
+    *verdict_lines,
+    "",
+    f"![decided share and accuracy per architecture]({figure})",
+    "",
+    "Per architecture: the share of hidden neurons decided (mean over seeds) / Phase 1 test accuracy"
+    " (mean ± std over seeds):",
+    "",
+    *markdown_table(["architecture", *(f"`{j.name}`" for j in judged)], per_arch),
+    "",
+  ]
+  path = out / "REPORT.md"
+  atomic_write_bytes(path, "\n".join(lines).encode())
+  return path
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--out", type=Path, default=OUT)
@@ -111,6 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     written = run_all(args.out, data, candidates=args.candidates, archs=archs, seeds=args.seeds,
                       budget=budget, progress=args.progress)  # fmt: skip
     print(f"wrote {written} runs under {args.out}")
+  print(write_report(args.out, args.seeds))
   return 0
 
 

@@ -18,6 +18,12 @@ data decide it, and where they cannot tell it reads *not resolved*. The rules:
   the models apart; it does not hold when it is there less often than chance.
 - **Reaching a figure** (claim 1): it holds when the mean reaches it; it does not
   hold when the CI's upper end stays below it.
+- **Not below a reference, on every architecture** (a new default against the
+  old): it does not hold when an architecture is significantly below (paired
+  t over seeds, Holm-corrected); it holds when none is below even at the
+  uncorrected per-architecture 95% level; in between it is not resolved.
+- **Every run at least a threshold** (a measured share, not an estimate): it
+  holds when every run reaches it; it does not hold when one does not.
 - **All of several parts** (claim 4's two shifts): holds when every part holds,
   does not hold when one does not.
 - **A budget that has not converged** answers nothing about a converged claim:
@@ -117,6 +123,42 @@ def rank(top: int, archs: int, models: int, friedman_p: float, k: int = 3) -> Ve
     return Verdict(DOES_NOT_HOLD, reason)
   apart = "" if friedman_p < ALPHA else ": the models cannot be told apart"
   return Verdict(NOT_RESOLVED, reason + apart)
+
+
+def not_below(diff: Across) -> Verdict:
+  """Is the difference (candidate - reference) not negative on any architecture?"""
+  if diff.tested == 0:
+    return Verdict(NOT_RESOLVED, "no architecture has two seeds to compare")
+  if diff.lower:
+    verb = "is" if len(diff.lower) == 1 else "are"
+    return Verdict(DOES_NOT_HOLD, f"{', '.join(diff.lower)} {verb} significantly below (paired t, Holm)")
+  below = [arch for arch, stat in diff.per_arch.items() if stat.n >= 2 and _interval(stat)[1] < 0]
+  if below:
+    verb = "lies" if len(below) == 1 else "lie"
+    return Verdict(
+      NOT_RESOLVED,
+      f"the per-seed 95% CI of {', '.join(below)} {verb} below 0, though not after Holm's correction over"
+      f" {diff.tested} architectures",
+    )
+  return Verdict(HOLDS, f"no architecture of {diff.tested} is below, even at its uncorrected 95% CI")
+
+
+def every_run(values: Mapping[str, float], threshold: float, what: str) -> Verdict:
+  """Does every run (``{run name: value}``) reach ``threshold``? ``what`` names the value."""
+  if not values:
+    return Verdict(NOT_RESOLVED, "no run measured")
+  short = sorted((name for name, v in values.items() if v < threshold), key=values.get)
+  lowest = min(values.values())
+  if short:
+    shown = ", ".join(f"{name} ({100 * values[name]:.1f}%)" for name in short[:4])
+    more = f" and {len(short) - 4} more" if len(short) > 4 else ""
+    return Verdict(
+      DOES_NOT_HOLD,
+      f"{len(short)} of {len(values)} runs stay below {100 * threshold:g}% {what}: {shown}{more}",
+    )
+  return Verdict(
+    HOLDS, f"every run of {len(values)} reaches {100 * threshold:g}% {what} (lowest {100 * lowest:.1f}%)"
+  )
 
 
 def reaches(values: Stat, target: float) -> Verdict:

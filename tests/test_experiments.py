@@ -57,3 +57,43 @@ def test_depth_origin_smoke_trains_both_label_sets_and_reports(tmp_path, mnist_1
   text = depth_origin.write_report(tmp_path).read_text()
   assert "| recommended | shuffled | 1 |" in text and "- `recommended`: " in text
   assert (tmp_path / "depth_origin.png").stat().st_size > 1000
+
+
+def test_default_selects_smoke_screens_candidates_and_judges_them(tmp_path, mnist_1k, monkeypatch):
+  import default_selects
+  import sweep
+
+  monkeypatch.setitem(sweep.BUDGETS, "smoke", sweep.Budget(2, 0, 512))
+  kwargs = dict(candidates=["old", "logits100"], archs=["simple_2layer", "small_3layer"], seeds=[0, 1],
+                budget="smoke", progress=False)  # fmt: skip
+  assert default_selects.run_all(tmp_path, mnist_1k, **kwargs) == 8
+  assert default_selects.run_all(tmp_path, mnist_1k, **kwargs) == 0  # resumed: nothing left to train
+  settings = json.loads((tmp_path / "logits100" / "sweep.json").read_text())
+  assert settings["logits_lr_scale"] == 100 and settings["overrides"] == {} and settings["phase2_epochs"] == 0
+  old, fast = (default_selects.read_records(tmp_path / name) for name in ("old", "logits100"))
+  assert max(map(default_selects.decided_share, old)) == 0  # 8 steps: nothing decided yet
+  entropy = lambda runs: max(r.phase1.history[-1].selection[0].entropy for r in runs)  # noqa: E731
+  assert entropy(fast) < entropy(old) - 0.01  # but 100x faster logits have moved further from uniform
+  text = default_selects.write_report(tmp_path, seeds=[0, 1]).read_text()
+  # Two of 18 architectures trained: nothing may be declared to hold.
+  assert "| `logits100` |" in text and "4/36" in text and "**holds**" not in text
+  assert "No candidate holds on every criterion yet" in text
+  assert (tmp_path / "default_selects.png").stat().st_size > 1000
+
+
+def test_sweep_overrides_are_config_fields_the_sweep_does_not_set_itself():
+  import pytest
+  import sweep
+
+  assert sweep.parse_overrides(["final_temperature=0.03", "schedule=constant"], "recommended") == {
+    "final_temperature": 0.03, "schedule": "constant"
+  }  # fmt: skip
+  refused = [
+    ("nonsense=1", "FIELD one of"),
+    ("seed=3", "the sweep sets seed itself"),
+    ("temperature=-1", "temperature must be a finite number > 0"),
+    ("final_temperature", "FIELD=VALUE"),
+  ]
+  for bad, match in refused:
+    with pytest.raises(ValueError, match=match):
+      sweep.parse_overrides([bad], "recommended")

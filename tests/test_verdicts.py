@@ -127,3 +127,30 @@ def test_a_pattern_that_survives_random_labels_is_an_artefact():
   assert verdicts.survives(holds, open_, open_).word == NOT_RESOLVED  # gone, but not shown weaker
   verdict = verdicts.survives(fails, fails, holds)  # no pattern on the true labels: nothing to explain
   assert verdict.word == NOT_RESOLVED and "nothing to explain" in verdict.reason
+
+
+@pytest.mark.parametrize(
+  "per_arch, word, reason",
+  [
+    (UP, HOLDS, "no architecture of 5 is below"),
+    # Slightly lower on one architecture, noisy: no significant drop anywhere.
+    ({**UP, "f": [-0.01, 0.02, -0.005]}, HOLDS, "no architecture of 6 is below"),
+    # Clearly lower on one, consistently: significant even after Holm over three.
+    ({"a": UP["a"], "b": UP["b"], "c": [-0.050, -0.051, -0.049]}, DOES_NOT_HOLD, "c is significantly below"),
+    # Each below at its own 95% CI (p = 0.044), neither after Holm over two.
+    ({"b": [-0.01, -0.02, -0.012], "c": [-0.01, -0.02, -0.012]}, NOT_RESOLVED,
+     "of b, c lie below 0, though not after Holm's correction over 2"),
+    ({"a": [0.01]}, NOT_RESOLVED, "no architecture has two seeds"),
+  ],
+)  # fmt: skip
+def test_not_below_a_reference_on_any_architecture(per_arch, word, reason):
+  verdict = verdicts.not_below(stats.across(per_arch))
+  assert verdict.word == word and reason in verdict.reason, verdict
+
+
+def test_every_run_must_reach_a_threshold():
+  assert verdicts.every_run({"a/0": 0.95, "a/1": 0.92}, 0.9, "decided").word == HOLDS
+  short = verdicts.every_run({"a/0": 0.95, "b/0": 0.42, "b/1": 0.89}, 0.9, "decided")
+  assert short.word == DOES_NOT_HOLD
+  assert short.reason == "2 of 3 runs stay below 90% decided: b/0 (42.0%), b/1 (89.0%)"
+  assert verdicts.every_run({}, 0.9, "decided").word == NOT_RESOLVED
