@@ -240,8 +240,8 @@ def test_a_process_whose_peer_is_killed_says_so_and_the_run_resumes(mnist_cache,
   import time
 
   run = tmp_path / "run"
-  args = ["train", "--arch", "32", "--phase1-epochs", "30", "--phase2-epochs", "1", "--train-limit", "2048",
-          "--checkpoint-every", "1", "--no-progress", "--data-dir", str(mnist_cache), "--out", str(run),
+  args = ["train", "--arch", "32", "--phase1-epochs", "30", "--phase2-epochs", "1", "--train-limit", "8192",
+          "--checkpoint-every", "3", "--no-progress", "--data-dir", str(mnist_cache), "--out", str(run),
           "--coordinator", f"localhost:{_port()}", "--num-processes", "2"]  # fmt: skip
   command = [str(Path(sys.executable).with_name("smartmixed")), *args]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -250,9 +250,10 @@ def test_a_process_whose_peer_is_killed_says_so_and_the_run_resumes(mnist_cache,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
                for i in range(2)]  # fmt: skip
   deadline = time.monotonic() + 240
-  while not (run / "checkpoints" / "2").is_dir() and time.monotonic() < deadline:
+  while not (run / "checkpoints" / "3").is_dir() and time.monotonic() < deadline:
     assert all(p.poll() is None for p in processes), [p.communicate()[1][-2000:] for p in processes]
     time.sleep(0.02)
+  time.sleep(0.2)  # into the next epochs' training, away from the checkpoint's barriers
   os.killpg(processes[killed].pid, signal.SIGKILL)  # the command and the process it supervises
   start = time.monotonic()
   survivor = processes[1 - killed]
