@@ -14,7 +14,7 @@ hold drop-in activation layers (they need flax). Everything under
 ``smartmixed_jax._src`` is private.
 """
 
-from smartmixed_jax._src.diagnostics import selection_diagnostics
+from smartmixed_jax._src.diagnostics import UndecidedSelectionWarning, selection_diagnostics
 from smartmixed_jax._src.export import export_model
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
 from smartmixed_jax._src.grouped import fixed_activation
@@ -68,6 +68,7 @@ __all__ = [
   "sample_choices",
   "param_labels",
   "selection_diagnostics",
+  "UndecidedSelectionWarning",
   "gumbel_straight_through",
   "mix",
   # Freeze and Phase 2.

@@ -26,8 +26,13 @@ def test_train_writes_every_artifact(tmp_path, mnist_cache, capsys):
   assert 0.1 < results["final"]["test_accuracy"] <= 1.0
   rows = (out / "choices.csv").read_text().splitlines()
   assert rows[0] == "layer,neuron,activation,frozen_position" and len(rows) == 1 + 32 + 16
-  printed = capsys.readouterr().out
-  assert "phase2" in printed and "test acc" in printed
+  captured = capsys.readouterr()
+  assert "phase2" in captured.out and "test acc" in captured.out
+  # A few steps under the old default decide nothing: the record says so, and so do the summary and stderr.
+  assert results["decided"] == [0.0, 0.0]
+  assert "selection: 0% of the hidden neurons decided when frozen (per layer: 0%, 0%)" in captured.out
+  warning = "warning: the selection had not decided when it was frozen: 0% of the hidden neurons"
+  assert warning in captured.out and captured.err.count(warning) == 1  # at the freeze, one plain line
 
   # The same directory refuses a different run unless told to overwrite.
   assert cli.main(["train", "--arch", "32", *FAST, "--out", str(out), "--data-dir", str(mnist_cache)]) != 0

@@ -1,5 +1,8 @@
 """Selection diagnostics, and the adaptive switch that uses them."""
 
+import dataclasses
+import warnings
+
 import numpy as np
 import pytest
 
@@ -51,3 +54,27 @@ def test_switch_settings_are_validated():
     _config(switch_patience=0)
   with pytest.raises(ValueError, match=r"switch_threshold must be in \(0, 1\], got 2"):
     _config(switch_threshold=2)
+
+
+def test_an_undecided_freeze_is_named_and_a_decided_one_is_not():
+  assert sm.UndecidedSelectionWarning.__mro__[1] is UserWarning
+  from smartmixed_jax._src.diagnostics import decided_share, undecided_message
+
+  assert decided_share([1.0, 0.0], [300, 100]) == 0.75
+  assert undecided_message([1.0, 0.0], [300, 100]) is None
+  message = undecided_message([0.5, 0.0], [300, 100])
+  assert message.startswith("the selection had not decided when it was frozen: 38% of the hidden neurons")
+  assert "--logits-lr-scale" in message
+
+
+def test_a_run_that_freezes_an_undecided_selection_warns_once(mnist_1k):
+  config = app.make_config("16", phase1_epochs=1, phase2_epochs=1, train_limit=256, batch_size=64)
+  with pytest.warns(sm.UndecidedSelectionWarning, match="0% of the hidden neurons") as caught:
+    result = app.train_and_evaluate(config, mnist_1k, progress=False)
+  assert len(caught) == 1 and result.record.decided == [0.0]
+  # A decided selection: logits that learn 10^5 times faster settle within the epoch's four steps.
+  decided = dataclasses.replace(config, logits_lr_scale=1e5)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error", sm.UndecidedSelectionWarning)
+    result = app.train_and_evaluate(decided, mnist_1k, progress=False)
+  assert result.record.decided[0] > 0.5

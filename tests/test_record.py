@@ -73,8 +73,8 @@ def test_the_current_record_round_trips_with_its_version():
 
 def test_records_it_cannot_read_are_refused_with_the_reason(tmp_path):
   data = app.RunRecord.from_json(_load(QUICK / "relu" / "seed0.json")).to_json()
-  with pytest.raises(ValueError, match="schema_version 3: this smartmixed_jax reads versions 1 to 2"):
-    app.RunRecord.from_json({**data, "schema_version": 3})
+  with pytest.raises(ValueError, match="schema_version 4: this smartmixed_jax reads versions 1 to 3"):
+    app.RunRecord.from_json({**data, "schema_version": 4})
   with pytest.raises(ValueError, match=r"holds \['lr_finder'\], which a RunRecord"):
     app.RunRecord.from_json({**data, "lr_finder": {}})
   bad = tmp_path / "results.json"

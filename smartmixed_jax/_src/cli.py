@@ -10,6 +10,7 @@ import os
 import shlex
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Optional
@@ -17,6 +18,7 @@ from typing import Optional
 from smartmixed_jax._src import rundir
 from smartmixed_jax._src.config import ARCHITECTURES, PRESETS, SCHEDULES, Config, make_config
 from smartmixed_jax._src.data import DATASETS, DataError, load_dataset
+from smartmixed_jax._src.diagnostics import UndecidedSelectionWarning, decided_share, undecided_message
 from smartmixed_jax._src.policies import NonFiniteError
 from smartmixed_jax._src.pool import ACTIVATIONS
 from smartmixed_jax._src.record import RunRecord
@@ -306,6 +308,14 @@ def _print_summary(record: RunRecord, out: Path) -> None:
     print("\nfrozen activations per hidden layer:")
     for i, counts in enumerate(record.activation_counts):
       print(f"  layer {i + 1}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+  if record.decided:
+    widths = record.config["hidden"]
+    layers = ", ".join(f"{100 * d:.0f}%" for d in record.decided)
+    print(f"\nselection: {100 * decided_share(record.decided, widths):.0f}% of the hidden neurons decided"
+          f" when frozen (per layer: {layers})")  # fmt: skip
+    message = undecided_message(record.decided, widths)
+    if message:
+      print(f"warning: {message}")
   print(
     f"\nwrote {out}/: results.json, choices.csv, curves.png, activation_shares.png"
     + (", activation_trajectory.png, selection.png" if record.phase1 and record.phase1.epochs else "")
@@ -331,6 +341,24 @@ class _StopRequest:
       file=sys.stderr,
       flush=True,
     )
+
+
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+  """Our own warnings as one plain line on stderr, not Python's ``file:line: Category: ...``."""
+  show = warnings.showwarning
+
+  def plain(message, category, filename, lineno, file=None, line=None):
+    if issubclass(category, UndecidedSelectionWarning):
+      print(f"warning: {message}", file=sys.stderr, flush=True)
+    else:
+      show(message, category, filename, lineno, file, line)
+
+  warnings.showwarning = plain
+  try:
+    yield
+  finally:
+    warnings.showwarning = show
 
 
 @contextlib.contextmanager
@@ -535,7 +563,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   out = None if args.command == "export" else getattr(args, "resume", None) or args.out
   if args.command != "export" and _several_processes(args) and not os.environ.get(_SUPERVISED):
     return _supervise(sys.argv[1:] if argv is None else argv, out)
-  with _graceful_stop() as stop:
+  with _graceful_stop() as stop, _plain_warnings():
     try:
       if args.command == "export":
         _export(args)

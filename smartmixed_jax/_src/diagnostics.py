@@ -18,6 +18,30 @@ import numpy as np
 DECIDED_ENTROPY = 0.5
 """A neuron counts as decided when its normalised entropy is below this."""
 
+UNDECIDED_SHARE = 0.5
+"""A selection is frozen undecided when fewer than this share of the hidden neurons are decided."""
+
+
+class UndecidedSelectionWarning(UserWarning):
+  """A run froze a selection that had not decided: its activations are close to a uniform random draw."""
+
+
+def decided_share(decided: Sequence[float], widths: Sequence[int]) -> float:
+  """The share of all hidden neurons decided, from each layer's ``decided`` share and width."""
+  return sum(d * w for d, w in zip(decided, widths)) / sum(widths)
+
+
+def undecided_message(decided: Sequence[float], widths: Sequence[int]) -> Optional[str]:
+  """What to tell a user who froze ``decided`` (per layer), or None when the selection decided."""
+  share = decided_share(decided, widths)
+  if share >= UNDECIDED_SHARE:
+    return None
+  return (
+    f"the selection had not decided when it was frozen: {100 * share:.0f}% of the hidden neurons have a clear"
+    " choice (normalised entropy below 1/2), so most activations are close to a uniform random draw. Train"
+    " Phase 1 longer, or let the logits learn faster (logits_lr_scale, --logits-lr-scale)."
+  )
+
 
 def selection_diagnostics(
   logits: Sequence[Any],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Optional
 
@@ -28,7 +29,11 @@ import optax
 
 from smartmixed_jax._src import loop, policies
 from smartmixed_jax._src.config import Config
-from smartmixed_jax._src.diagnostics import selection_diagnostics
+from smartmixed_jax._src.diagnostics import (
+  UndecidedSelectionWarning,
+  selection_diagnostics,
+  undecided_message,
+)
 from smartmixed_jax._src.frozen import fixed_mlp, freeze
 from smartmixed_jax._src.mlp import (
   MLPParams,
@@ -255,6 +260,14 @@ def _fit(
   )  # fmt: skip
 
 
+def _warn_if_undecided(phase1: loop.PhaseResult, widths: Sequence[int]) -> None:
+  """Warn (:class:`UndecidedSelectionWarning`) when the selection about to be frozen has not decided."""
+  selection = phase1.histories[0][phase1.best_epochs[0]].get("selection")
+  message = selection and undecided_message([layer["decided"] for layer in selection], widths)
+  if message:
+    warnings.warn(message, UndecidedSelectionWarning, stacklevel=3)
+
+
 def _rules(phase1: loop.PhaseResult, keys: RunKeys, k: int) -> dict[str, list[jax.Array]]:
   """A cohort's choices under every freeze rule (:data:`RULES`)."""
   argmax = choices(phase1.best_params)
@@ -339,6 +352,7 @@ def two_phase(
   selected = phase1.best_params
   weights = lambda start: selected if start == "carry" else init(keys.reinit)  # noqa: E731
   if not cohort:
+    _warn_if_undecided(phase1, config.hidden)
     picks = choices(selected)
     model = freeze(weights(variants[0][1]), choices=picks)
     phase1_record = {k: getattr(phase1, k) for k in ("histories", "best_epochs", "test", "seconds")}
@@ -471,6 +485,8 @@ def record(config: Config, result: TwoPhaseResult | loop.PhaseResult, m: int = 0
   }
   main = next(iter(variants), None)  # the first variant is the model's own Phase 2
   phases = {"phase1": PhaseRecord.of(result.phase1, m), **({"phase2": variants.pop(main)} if main else {})}
+  phase1 = phases["phase1"]
+  frozen = phase1.history[phase1.best.epoch].selection
   agree = None
   if all(rule in per_rule for rule in FREEZE_RULES):
     agree = [float(np.mean(a == b)) for a, b in zip(*(per_rule[rule] for rule in FREEZE_RULES))]
@@ -478,6 +494,7 @@ def record(config: Config, result: TwoPhaseResult | loop.PhaseResult, m: int = 0
     SMARTMIXED, config.to_dict(), phases, main=main, variants=variants,
     continued=result.continued and PhaseRecord.of(result.continued, m),
     activation_counts=counts_by_name(per_rule[main.split("/")[0]], pool) if main else None,
+    decided=[layer.decided for layer in frozen] if frozen else None,
     rule_counts={} if result.seeds is None else {r: counts_by_name(per_rule[r], pool) for r in FREEZE_RULES},
     rule_agreement=agree, cohort=Cohort(models, result.seconds),
   )  # fmt: skip

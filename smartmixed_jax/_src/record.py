@@ -7,7 +7,7 @@ whose choices were not learned). Its JSON carries ``schema_version``;
 read (files are never rewritten). Version 1 is every record written before
 the version existed: ``results.json`` (``phases``), the sweep's SmartMixed
 record (``phase1`` / ``phase2{rule/init}`` / ``main``) and its baseline record
-(``phase``).
+(``phase``). Version 3 adds ``decided``, absent (None) from older records.
 
 Example:
   >>> record = read_record("runs/demo/results.json")          # doctest: +SKIP
@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Optional
 if TYPE_CHECKING:
   from smartmixed_jax._src.loop import PhaseResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version :meth:`RunRecord.to_json` writes; :meth:`RunRecord.from_json` reads it and every older one."""
 
 SMARTMIXED = "smartmixed"
@@ -215,6 +215,9 @@ class RunRecord:
     continued: a study's control: Phase 1 continued unfrozen for Phase 2's epochs.
     activation_counts: per hidden layer, the result model's neurons per
       activation (None where a study did not freeze one).
+    decided: per hidden layer, the share of neurons whose choice was decided
+      (normalised entropy below 1/2) at Phase 1's selected epoch, the one a
+      freeze takes; None for a baseline and for records before schema 3.
     rule_counts: per freeze rule a study compared, per hidden layer, the
       neurons per activation that rule chose.
     rule_agreement: per hidden layer, the share of neurons where the argmax
@@ -235,6 +238,7 @@ class RunRecord:
   variants: dict[str, PhaseRecord] = dataclasses.field(default_factory=dict)
   continued: Optional[PhaseRecord] = None
   activation_counts: Optional[list[dict[str, int]]] = None
+  decided: Optional[list[float]] = None
   rule_counts: dict[str, list[dict[str, int]]] = dataclasses.field(default_factory=dict)
   rule_agreement: Optional[list[float]] = None
   train_examples: Optional[int] = None
