@@ -65,8 +65,9 @@ def parse_architecture(arch: str) -> tuple[int, ...]:
 DTYPES = ("float32", "bfloat16")
 
 
-ADDED_FIELDS = ("logits_lr_scale", "phase2_keeps_start")
-"""Config fields added after 0.2.0: optional in :meth:`Config.from_dict`."""
+ADDED_FIELDS = {"logits_lr_scale": 1.0, "phase2_keeps_start": False}
+"""Config fields added after 0.2.0, with what a run did before they existed: a config that lacks one
+was trained so, whatever the field's default is now (:meth:`Config.from_dict`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,7 +256,8 @@ class Config:
     """The inverse of :meth:`to_dict` (pools of named activations only).
 
     Every field is required, except those added after 0.2.0 (:data:`ADDED_FIELDS`),
-    which take their defaults, so runs written by 0.2.0 still load and resume.
+    which take the value runs had before them, so runs written by 0.2.0 still
+    load and resume as they were trained.
 
     Raises:
       ValueError: unknown or missing fields, or invalid values.
@@ -266,7 +268,7 @@ class Config:
     unknown, missing = sorted(set(d) - fields), sorted(fields - set(d) - set(ADDED_FIELDS))
     if unknown or missing:
       raise ValueError(f"Config fields do not match: unknown {unknown}, missing {missing}.")
-    d = dict(d)
+    d = {**{name: value for name, value in ADDED_FIELDS.items() if name not in d}, **d}
     for name in ("hidden", "pool"):
       if not isinstance(d[name], list):
         raise ValueError(f"Config field {name} must be a list, got {d[name]!r}.")
