@@ -380,10 +380,9 @@ def _several_processes(args: argparse.Namespace) -> bool:
 
 def _join_processes(args: argparse.Namespace) -> None:
   """Joins the other processes of a multi-host run (jax.distributed), before anything uses a device."""
-  explicit = (args.coordinator, args.num_processes, args.process_id)
-  if all(v is None for v in explicit) and not args.distributed:
+  if not _several_processes(args):
     return
-  if not args.distributed and any(v is None for v in explicit):
+  if not args.distributed and None in (args.coordinator, args.num_processes, args.process_id):
     raise ValueError("--coordinator, --num-processes and --process-id go together (or use --distributed).")
   if not args.distributed and not 0 <= args.process_id < args.num_processes:
     raise ValueError(f"--process-id must be in [0, {args.num_processes}), got {args.process_id}.")
@@ -428,15 +427,16 @@ def _supervise(argv: Sequence[str], out: Optional[Path]) -> int:
     for signum, handler in previous.items():
       signal.signal(signum, handler)
   if code == -signal.SIGABRT:
-    _report(_peer_lost(out, "JAX aborted this process; its reason is printed above"))
+    lead = "JAX aborted this process (SIGABRT), as it does when another process of the run is lost"
+    _report(_peer_lost(out, f"{lead}; its reason is printed above"))
     return 7
   return code if code >= 0 else 128 - code
 
 
-def _peer_lost(out: Optional[Path], detail: str) -> str:
+def _peer_lost(out: Optional[Path], what: str) -> str:
+  """What to tell the survivor of a lost process: ``what`` happened, and how to go on."""
   again = f" Start every process again with: smartmixed train --resume {shlex.quote(str(out))}" if out else ""
-  detail = detail.splitlines()[0][:300]
-  return f"another process of this run was lost ({detail}). The newest checkpoint is kept.{again}"
+  return f"{what.splitlines()[0][:400]}. The newest checkpoint is kept.{again}"
 
 
 def _report(message: str) -> None:
@@ -604,9 +604,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       return 130
     except Exception as e:  # noqa: BLE001 - each failure gets its exit code; the rest re-raise
       if _lost_a_peer(e):
-        _exit_now(7, _peer_lost(out, str(e)))
+        _exit_now(
+          7, _peer_lost(out, f"another process of this run was lost ({str(e).splitlines()[0][:300]})")
+        )
       code, message = _failure(e, out)
-      print(f"error: {message}", file=sys.stderr, flush=True)
+      _report(message)
       if code == 5:  # orbax's worker threads keep printing tracebacks of the failed write until exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
       return code
