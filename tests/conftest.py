@@ -52,6 +52,7 @@ SLOW_FIRST = (
   "test_scale.py::test_four_devices",
   "test_reliability.py::test_sigterm_checkpoints",
   "test_experiments.py::test_fashion_mnist_smoke",
+  "test_scale.py::test_a_process_whose_peer_is_killed",
 )
 """The longest tests (about 35-85 s each on 2 cores), dealt round-robin to the workers' first places: a
 long one started last would leave the other workers idle at the end (the wall time of ``pytest -n``)."""

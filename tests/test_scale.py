@@ -240,7 +240,7 @@ def test_a_process_whose_peer_is_killed_says_so_and_the_run_resumes(mnist_cache,
   import time
 
   run = tmp_path / "run"
-  args = ["train", "--arch", "32", "--phase1-epochs", "30", "--phase2-epochs", "1", "--train-limit", "8192",
+  args = ["train", "--arch", "32", "--phase1-epochs", "12", "--phase2-epochs", "1", "--train-limit", "8192",
           "--checkpoint-every", "3", "--no-progress", "--data-dir", str(mnist_cache), "--out", str(run),
           "--coordinator", f"localhost:{_port()}", "--num-processes", "2"]  # fmt: skip
   command = [str(Path(sys.executable).with_name("smartmixed")), *args]
@@ -274,4 +274,4 @@ def test_a_process_whose_peer_is_killed_says_so_and_the_run_resumes(mnist_cache,
   done = subprocess.run([command[0], "train", "--resume", str(run), "--no-progress", "--data-dir",
                          str(mnist_cache)], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
   assert done.returncode == 0, done.stderr[-2000:]
-  assert json.loads((run / "results.json").read_text())["phases"]["phase1"]["epochs"] == 30
+  assert json.loads((run / "results.json").read_text())["phases"]["phase1"]["epochs"] == 12
