@@ -326,7 +326,7 @@ class PhaseState:
   def initial(cls, params: Any, optimizer: optax.GradientTransformation, key: jax.Array, **records):
     """The state before the first update; ``jax.eval_shape`` of it gives a checkpoint's abstract arrays.
 
-    ``params`` (and ``key``) may be stacked; ``records`` may set the static fields.
+    ``params`` (and ``key``) may be stacked; ``records`` may set ``best_loss`` and the static fields.
     """
     stacked = jnp.ndim(key) > 0
     init = lambda params: optimizer.init(trainable(params)[0])  # noqa: E731
