@@ -233,12 +233,20 @@ def write_report(out: Path, seeds: Sequence[int] = SEEDS) -> Path:
     f"- **`{j.name}`**: {j.overall.word}. Decided: {j.decided}. No worse: {j.no_worse}. Robust: {j.robust}."
     for j in judged
   ]
-  answer = (
-    f"**The default: `{chosen.name}`** ({CANDIDATES[chosen.name].note}): of the candidates that hold on"
-    " every criterion, the highest mean Phase 1 test accuracy."
-    if chosen
-    else "**No candidate holds on every criterion yet**: the default stays undecided by this study."
-  )
+  pending = [name for name in CANDIDATES if len(found.get(name, {})) < expected]
+  if chosen and not pending:
+    answer = (
+      f"**The default: `{chosen.name}`** ({CANDIDATES[chosen.name].note}): of the candidates that hold on"
+      " every criterion, the highest mean Phase 1 test accuracy."
+    )
+  elif chosen:
+    answer = (
+      f"**Provisional: `{chosen.name}`** ({CANDIDATES[chosen.name].note}) holds on every criterion and"
+      f" leads so far; {', '.join(f'`{n}`' for n in pending)} still have runs to train, so no default is"
+      " chosen yet."
+    )
+  else:
+    answer = "**No candidate holds on every criterion yet**: the default stays undecided by this study."
   lines = [
     "# Which default makes the selection select?",
     "",
