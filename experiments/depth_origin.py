@@ -60,9 +60,12 @@ def shuffled_labels(data: app.Dataset, seed: int = 0) -> app.Dataset:
 
 
 def make(preset: str, seed: int, epochs: int, train_limit: Optional[int]) -> app.Config:
+  # The logits at the weights' rate under both presets, as the committed runs were trained (the
+  # question is where the depth pattern of an undecided selection comes from).
   return app.make_config(
-    ARCH, preset, phase1_epochs=epochs, phase2_epochs=0, train_limit=train_limit, seed=seed
-  )
+    ARCH, preset, phase1_epochs=epochs, phase2_epochs=0, train_limit=train_limit, seed=seed,
+    logits_lr_scale=1.0,
+  )  # fmt: skip
 
 
 def record_path(out: Path, preset: str, labels: str, seed: int) -> Path:

@@ -77,6 +77,7 @@ from stats import (
   phase_test,
   rankings,
 )
+from sweep import preset_logits_lr_scale
 
 from smartmixed_jax.app import ARCHITECTURES, RunRecord
 from smartmixed_jax.artifacts import atomic_write_bytes
@@ -834,8 +835,9 @@ def _convergence_section(runs, test, figure) -> list[str]:
 
 
 def _variant_section(out: Path, runs, settings) -> list[str]:
-  """A variant study (``--logits-lr-scale``) against the preset's SmartMixed of the sweep it took its
-  baselines from: same seeds, initial weights and data order; only the logits' learning rate differs."""
+  """A variant study (``--logits-lr-scale``) against SmartMixed of the sweep it took its baselines from
+  (the logits at the weights' rate): same seeds, initial weights and data order; only the logits'
+  learning rate differs."""
   reference = reference_dir(out, settings)
   scale = settings.get("logits_lr_scale", 1.0)
   if reference is None or scale == 1.0:
@@ -865,7 +867,7 @@ def _variant_section(out: Path, runs, settings) -> list[str]:
   name = Path(settings["baselines_from"]).name
   return [
     "",
-    f"## The variant: logits learning {scale:g}x faster, against the preset's SmartMixed",
+    f"## The variant: logits learning {scale:g}x faster, against the logits at the weights' rate",
     "",
     f"Beyond the paper: the logits' Adam updates are scaled by {scale:g} (`--logits-lr-scale {scale:g}`);"
     f" everything else, seeds, initial weights and data order included, is as in `{name}`, whose baselines"
@@ -903,8 +905,9 @@ def _command(out: Path, settings: dict[str, Any], runs: Sequence[RunRecord]) -> 
     for flag, on in (("--no-ablation", "ablation"), ("--no-controls", "controls"))
     if not settings.get(on, True)
   ]
-  if settings.get("logits_lr_scale", 1.0) != 1.0:
-    parts.append(f"--logits-lr-scale {settings['logits_lr_scale']:g}")
+  scale = settings.get("logits_lr_scale", 1.0)
+  if "preset" in settings and scale != preset_logits_lr_scale(settings["preset"]):
+    parts.append(f"--logits-lr-scale {scale:g}")
   parts += [f"--set {name}={json.dumps(value)}" for name, value in settings.get("overrides", {}).items()]
   if settings.get("baselines_from"):
     parts.append(f"--baselines-from {shown(Path(out, settings['baselines_from']))}")

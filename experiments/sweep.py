@@ -81,6 +81,11 @@ def arch_number(arch: str) -> int:
   return list(app.ARCHITECTURES).index(arch) + 1
 
 
+def preset_logits_lr_scale(preset: str) -> float:
+  """The logits' learning-rate scale a preset trains with (``recommended``: the library's default)."""
+  return app.make_config("simple_2layer", preset).logits_lr_scale
+
+
 def make_configs(arch: str, preset: str, budget: Budget, seed: int, **overrides) -> app.Config:
   return app.make_config(
     arch,
@@ -215,12 +220,13 @@ def sweep(
   controls: bool = True,
   progress: bool = True,
   devices: int = 1,
-  logits_lr_scale: float = 1.0,
+  logits_lr_scale: Optional[float] = None,
   overrides: Optional[dict[str, Any]] = None,
   baselines_from: Optional[Path] = None,
 ) -> int:
   """Runs whatever of the study is not in ``out`` yet; returns how many runs it wrote.
 
+  ``logits_lr_scale`` defaults to the preset's (:func:`preset_logits_lr_scale`).
   ``overrides`` are further :class:`Config` fields for every run (see
   :func:`parse_overrides`). With ``baselines_from`` (a sweep of the same
   budget and preset) the baselines are not trained: the report takes them
@@ -228,6 +234,8 @@ def sweep(
   """
   plan = BUDGETS[budget]
   overrides = dict(overrides or {})
+  if logits_lr_scale is None:
+    logits_lr_scale = preset_logits_lr_scale(preset)
   make = functools.partial(
     make_configs, preset=preset, budget=plan, logits_lr_scale=logits_lr_scale, **overrides
   )
@@ -394,9 +402,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument(
     "--logits-lr-scale",
     type=float,
-    default=1.0,
     metavar="S",
-    help="SmartMixed's logits learn S times faster than its weights (beyond the paper; default 1)",
+    help="SmartMixed's logits learn S times faster than its weights (beyond the paper; default: the"
+    " preset's, 100 for recommended and 1 for paper); a scale other than 1 names the output directory",
   )
   parser.add_argument(
     "--set",
@@ -429,13 +437,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     write_json(path, result)
     print(f"wrote {path}")
     return 0
-  if args.logits_lr_scale <= 0 or not math.isfinite(args.logits_lr_scale):
-    parser.error(f"--logits-lr-scale must be a finite number > 0, got {args.logits_lr_scale}")
+  scale = preset_logits_lr_scale(args.preset) if args.logits_lr_scale is None else args.logits_lr_scale
+  if scale <= 0 or not math.isfinite(scale):
+    parser.error(f"--logits-lr-scale must be a finite number > 0, got {scale}")
   try:
     overrides = parse_overrides(args.overrides, args.preset)
   except ValueError as e:
     parser.error(str(e))
-  variant = f"_logits{args.logits_lr_scale:g}" if args.logits_lr_scale != 1 else ""
+  variant = f"_logits{scale:g}" if scale != 1 else ""
   variant += "".join(f"_{name}{value}" for name, value in overrides.items())
   out = args.out or RESULTS / f"sweep_{args.budget}_{args.preset}{variant}"
   start = time.perf_counter()
@@ -443,7 +452,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out, data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset,
     group_baselines=args.group_baselines, ablation=args.ablation, controls=args.controls,
     progress=args.progress, devices=args.devices or jax.device_count(),
-    logits_lr_scale=args.logits_lr_scale, overrides=overrides, baselines_from=args.baselines_from,
+    logits_lr_scale=scale, overrides=overrides, baselines_from=args.baselines_from,
   )  # fmt: skip
   print(f"{written} runs written to {out} in {time.perf_counter() - start:.0f} s", file=sys.stderr)
   if args.report:

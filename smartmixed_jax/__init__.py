@@ -19,6 +19,7 @@ from smartmixed_jax._src.export import export_model
 from smartmixed_jax._src.frozen import FrozenMLP, fixed_mlp, freeze
 from smartmixed_jax._src.grouped import fixed_activation
 from smartmixed_jax._src.loop import (
+  LOGITS_LR_SCALE,
   PhaseResult,
   PhaseState,
   cross_entropy,
@@ -26,6 +27,7 @@ from smartmixed_jax._src.loop import (
   make_evaluate,
   make_optimizer,
   make_train_epoch,
+  scale_logits,
 )
 from smartmixed_jax._src.mlp import (
   Dense,
@@ -81,6 +83,8 @@ __all__ = [
   "make_train_epoch",
   "make_evaluate",
   "make_optimizer",
+  "scale_logits",
+  "LOGITS_LR_SCALE",
   "cross_entropy",
   "PhaseResult",
   "PhaseState",

@@ -3,6 +3,7 @@
 import dataclasses
 import warnings
 
+import jax
 import numpy as np
 import pytest
 
@@ -68,7 +69,9 @@ def test_an_undecided_freeze_is_named_and_a_decided_one_is_not():
 
 
 def test_a_run_that_freezes_an_undecided_selection_warns_once(mnist_1k):
-  config = app.make_config("16", phase1_epochs=1, phase2_epochs=1, train_limit=256, batch_size=64)
+  config = app.make_config(
+    "16", phase1_epochs=1, phase2_epochs=1, train_limit=256, batch_size=64, logits_lr_scale=1.0
+  )
   with pytest.warns(sm.UndecidedSelectionWarning, match="0% of the hidden neurons") as caught:
     result = app.train_and_evaluate(config, mnist_1k, progress=False)
   assert len(caught) == 1 and result.record.decided == [0.0]
@@ -78,3 +81,24 @@ def test_a_run_that_freezes_an_undecided_selection_warns_once(mnist_1k):
     warnings.simplefilter("error", sm.UndecidedSelectionWarning)
     result = app.train_and_evaluate(decided, mnist_1k, progress=False)
   assert result.record.decided[0] > 0.5
+
+
+def test_under_the_defaults_the_selection_selects(mnist_1k):
+  """The functional API's optimizer, as a user calls it, decides most neurons in a short Phase 1; the
+  paper's logits (at the weights' rate) decide none. The presets follow: recommended decides, paper not."""
+  splits = app.device_splits(mnist_1k, 2048)
+  params = sm.init_mlp(jax.random.key(0), (784, 64, 32, 10))
+
+  def decided(optimizer):
+    result = sm.fit(
+      params, apply=lambda p, x, key, step: sm.apply_selective(p, x, key),
+      eval_apply=lambda p, x, key, step: sm.apply_hard(p, x), optimizer=optimizer, splits=splits,
+      epochs=3, key=jax.random.key(1), batch_size=64, policies=(),
+    )  # fmt: skip
+    layers = sm.selection_diagnostics(result.best_params.logits)
+    return [layer["decided"] for layer in layers]
+
+  assert min(decided(sm.make_optimizer(1e-3, 1.0))) > 0.5
+  assert max(decided(sm.make_optimizer(1e-3, 1.0, logits_scale=1.0))) == 0
+  assert app.make_config("16").logits_lr_scale == sm.LOGITS_LR_SCALE == 100
+  assert app.make_config("16", "paper").logits_lr_scale == 1

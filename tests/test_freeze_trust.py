@@ -385,6 +385,18 @@ def test_make_optimizer_scales_the_logits_of_nnx_and_linen_params():
   assert labels.count("logits") == 2  # the activation's and, by name, the Head's own
 
 
+def test_scale_logits_chains_after_any_optimizer_and_refuses_a_bad_scale():
+  params = sm.init_mlp(KEY, (5, 4, 3))
+  grads = jax.tree.map(jnp.ones_like, params)
+  tx = optax.chain(optax.sgd(1.0), sm.scale_logits())  # the default scale
+  updates, _ = tx.update(grads, tx.init(params), params)
+  assert float(updates.logits[0].max()) == -sm.LOGITS_LR_SCALE
+  assert float(jnp.abs(updates.layers[0].w).max()) == 1.0  # the weights' step is sgd's alone
+  for bad in (0, -1.0, float("inf"), True, "100"):
+    with pytest.raises(ValueError, match=f"scale must be a finite number > 0, got {bad!r}"):
+      sm.scale_logits(bad)
+
+
 def sine(x):
   return jnp.sin(x)
 

@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     "--logits-lr-scale",
     type=float,
     metavar="S",
-    help="the selection logits learn S times faster than the weights (beyond the paper; default 1)",
+    help="the selection logits learn S times faster than the weights (beyond the paper; default: the"
+    " preset's, 100 for recommended, under which the selection decides, and 1 for paper)",
   )
   train.add_argument(
     "--switch-patience",

@@ -144,8 +144,8 @@ def param_labels(params: Any) -> Any:
   Works on :class:`MLPParams`, an NNX ``State`` and Linen params alike: the
   logits are the leaves under a field or key named ``logits``.
 
-  Example:
-    >>> opt = optax.multi_transform({"weights": optax.adam(1e-3), "logits": optax.adam(1e-2)},
+  Example (the logits learning 100x faster, as :func:`make_optimizer` has them by default):
+    >>> opt = optax.multi_transform({"weights": optax.adam(1e-3), "logits": optax.adam(1e-1)},
     ...                             param_labels)                                  # doctest: +SKIP
   """
   label = lambda path, _: "logits" if is_logits_path(path) else "weights"  # noqa: E731
