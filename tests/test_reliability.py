@@ -6,6 +6,7 @@ message, and that nothing the user ran was lost.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -130,6 +131,18 @@ def test_combinations_that_would_destroy_a_run_are_refused(unfinished_run, tmp_p
     assert done.returncode == 2, (args, done.stderr)
     assert message in one_line_error(done.stderr), (args, done.stderr)
   assert snapshot(out) == before and not other.exists()
+
+
+def test_the_demo_replaces_a_demo_run_of_an_earlier_version_only(tmp_path):
+  demo = app.make_config(**cli.DEMO)
+  for previous, replaced in [(demo, True), (dataclasses.replace(demo, logits_lr_scale=1.0), True),
+                             (dataclasses.replace(demo, seed=1), False)]:  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(previous.to_dict()))
+    if replaced:
+      cli._check_demo_dir(tmp_path, demo)
+    else:
+      with pytest.raises(ValueError, match="holds a run that is not the demo's"):
+        cli._check_demo_dir(tmp_path, demo)
 
 
 def test_config_json_edited_or_damaged(unfinished_run, data_args):

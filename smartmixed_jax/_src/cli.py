@@ -250,7 +250,8 @@ def _check_out_dir(out: Path, *, overwrite: bool) -> None:
 
 
 def _check_demo_dir(out: Path, demo: Config) -> None:
-  """The demo replaces only a previous demo run."""
+  """The demo replaces only a previous demo run: this version's, or one from before the logits learned
+  100x faster by default."""
   _check_out_dir(out, overwrite=True)
   if not rundir.holds_run(out):
     return
@@ -258,7 +259,7 @@ def _check_demo_dir(out: Path, demo: Config) -> None:
     previous = rundir.read_config(out)
   except ValueError:
     previous = None
-  if previous != demo:
+  if previous not in (demo, dataclasses.replace(demo, logits_lr_scale=1.0)):
     raise ValueError(
       f"demo --out {out}: {out} holds a run that is not the demo's; the demo would delete it."
       " Choose another --out (or delete that run yourself)."
