@@ -110,6 +110,7 @@ def run_smartmixed(
   *,
   ablation: bool = True,
   controls: bool = True,
+  scratch: bool = False,
   progress: bool = True,
   devices: int = 1,
 ) -> dict[int, app.RunRecord]:
@@ -120,8 +121,10 @@ def run_smartmixed(
   Phase 1 sample of the last epoch as freeze rule, and the other weight
   initialisation; with ``controls``, the learned choices shuffled within each
   layer (same proportions) and uniformly random choices (the random-mixture
-  control), plus Phase 1 continued unfrozen for Phase 2's epochs. All
-  variants of a seed share its Phase 2 data order.
+  control), plus Phase 1 continued unfrozen for Phase 2's epochs; with
+  ``scratch``, the learned, random and depth-reversed choices trained from
+  scratch for both phases' epochs, as the baselines are. All variants of a
+  seed share its Phase 2 data order.
   """
   config = make(arch, seed=seeds[0])
   preset_init = engine.preset_variant(config)[1]
@@ -131,6 +134,8 @@ def run_smartmixed(
     variants += [("most_frequent", preset_init), (MAIN_RULE, other_init)]
   if controls:
     variants += [("shuffled", preset_init), ("random", preset_init)]
+  if scratch:
+    variants += [(rule, "scratch") for rule in SCRATCH_RULES]
   if config.phase2_epochs == 0:  # a selection study: Phase 1 is the object
     variants = []
   result = engine.two_phase(
@@ -138,6 +143,11 @@ def run_smartmixed(
     devices=devices, progress=progress,
   )  # fmt: skip
   return {seed: engine.record(make(arch, seed=seed), result, i) for i, seed in enumerate(seeds)}
+
+
+SCRATCH_RULES = ("argmax", "random", "reversed")
+"""The controls trained from scratch: the learned choices, uniformly random ones, and the learned
+choices with the layers' order reversed (``engine.depth_reversed``)."""
 
 
 def run_baselines(
@@ -179,11 +189,11 @@ def check_settings(out: Path, settings: dict[str, Any]) -> None:
   path = out / "sweep.json"
   if path.exists():
     # Sweeps from before an option ran with its default.
-    defaults = {"logits_lr_scale": 1.0, "overrides": {}, "ablation": True, "controls": True}
+    defaults = {"logits_lr_scale": 1.0, "overrides": {}, "ablation": True, "controls": True, "scratch": False}
     saved = {**defaults, **json.loads(path.read_text())}
     fixed = (
       "budget", "preset", "phase1_epochs", "phase2_epochs", "train_limit", "logits_lr_scale", "overrides",
-      "ablation", "controls",
+      "ablation", "controls", "scratch",
     )  # fmt: skip
     current = {**defaults, **settings}
     diff = {k: (saved.get(k), current[k]) for k in fixed if saved.get(k) != current[k]}
@@ -218,6 +228,7 @@ def sweep(
   group_baselines: bool = True,
   ablation: bool = True,
   controls: bool = True,
+  scratch: bool = False,
   progress: bool = True,
   devices: int = 1,
   logits_lr_scale: Optional[float] = None,
@@ -249,6 +260,7 @@ def sweep(
     "group_baselines": group_baselines,
     "ablation": ablation,
     "controls": controls,
+    "scratch": scratch,
     "backend": jax.default_backend(),
     "device": str(jax.devices()[0].device_kind),
     "devices": devices,
@@ -279,7 +291,15 @@ def sweep(
     )
     if kind == "smartmixed":
       for record in run_smartmixed(
-        arch, items, make, splits, ablation=ablation, controls=controls, progress=progress, devices=devices
+        arch,
+        items,
+        make,
+        splits,
+        ablation=ablation,
+        controls=controls,
+        scratch=scratch,
+        progress=progress,
+        devices=devices,
       ).values():
         _write_run(out, record)
         written += 1
@@ -394,6 +414,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     help="skip the controls: shuffled and random choices in Phase 2, Phase 1 continued unfrozen",
   )
   parser.add_argument(
+    "--scratch-controls",
+    dest="scratch",
+    action="store_true",
+    help="also train the learned, random and depth-reversed choices from scratch for both phases' epochs"
+    " (the baselines' initial weights, schedule and data order)",
+  )
+  parser.add_argument(
     "--speedup", action="store_true", help="time vmapped vs one-by-one training; no results"
   )
   parser.add_argument(
@@ -451,6 +478,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   written = sweep(
     out, data, archs=archs, seeds=args.seeds, budget=args.budget, preset=args.preset,
     group_baselines=args.group_baselines, ablation=args.ablation, controls=args.controls,
+    scratch=args.scratch,
     progress=args.progress, devices=args.devices or jax.device_count(),
     logits_lr_scale=scale, overrides=overrides, baselines_from=args.baselines_from,
   )  # fmt: skip

@@ -102,3 +102,8 @@ def test_under_the_defaults_the_selection_selects(mnist_1k):
   assert max(decided(sm.make_optimizer(1e-3, 1.0, logits_scale=1.0))) == 0
   assert app.make_config("16").logits_lr_scale == sm.LOGITS_LR_SCALE == 100
   assert app.make_config("16", "paper").logits_lr_scale == 1
+
+
+def test_a_pool_of_one_activation_is_decided():
+  (layer,) = sm.selection_diagnostics([np.zeros((3, 1))])
+  assert (layer["entropy"], layer["decided"], layer["p_argmax"], layer["logit_gap"]) == (0, 1, 1, 0)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -133,6 +134,35 @@ def test_grouped_baselines_train_as_they_would_alone(data):
     alone = engine.baselines(make(ARCH), splits, pairs=[pair], progress=False)
     ours, theirs = _histories([together.record(m)]), _histories([alone.record(0)])
     chex.assert_trees_all_close(ours, theirs, rtol=1e-4, atol=1e-6)
+
+
+def test_a_control_from_scratch_is_a_fixed_network_of_the_baselines_budget(data):
+  """From scratch means the baselines' initial weights, data order, schedule and epochs: with a pool of
+  one activation the random-mixture control is that activation's baseline, epoch by epoch."""
+  splits = app.device_splits(data)
+  config = make(ARCH, pool=("tanh",), schedule="cosine_run", phase2_keeps_start=True)
+  variants = [("argmax", "carry"), ("random", "scratch"), ("reversed", "scratch")]
+  result = engine.two_phase(config, splits, seeds=[0, 1], variants=variants, progress=False)
+  baseline = engine.baselines(config, splits, pairs=[("tanh", 0), ("tanh", 1)], progress=False)
+  for m in range(2):
+    record = engine.record(dataclasses.replace(config, seed=m), result, m)
+    assert record.main == "argmax/carry" and set(record.variants) == {"random/scratch", "reversed/scratch"}
+    scratch = record.variants["random/scratch"]
+    assert len(scratch.history) == 1 + config.phase1_epochs + config.phase2_epochs
+    chex.assert_trees_all_close(
+      _histories([scratch]), _histories([baseline.record(m)]), rtol=1e-5, atol=1e-6
+    )
+  with pytest.raises(ValueError, match=r"first variant is the model's own Phase 2.*\('random', 'scratch'\)"):
+    engine.two_phase(config, splits, seeds=[0], variants=[("random", "scratch")])
+
+
+def test_depth_reversed_choices_turn_the_layers_proportions_upside_down():
+  first, last = jnp.array([0, 0, 0, 1, 1, 1, 2, 2]), jnp.array([3, 3, 4, 5])  # widths 8 and 4
+  flipped = engine.depth_reversed([first, jnp.zeros(6, jnp.int32), last], jax.random.key(0))
+  assert [c.shape for c in flipped] == [(8,), (6,), (4,)]
+  assert sorted(flipped[0].tolist()) == [3, 3, 3, 3, 4, 4, 5, 5]  # the last layer's shares, at width 8
+  assert sorted(flipped[2].tolist()) == [0, 0, 1, 2]  # the first's at width 4, each within one neuron
+  assert flipped[1].tolist() == [0] * 6
 
 
 def test_run_keys_are_one_derivation_for_runs_and_cohorts():

@@ -83,6 +83,24 @@ def test_default_selects_smoke_screens_candidates_and_judges_them(tmp_path, mnis
   assert (tmp_path / "default_selects.png").stat().st_size > 1000
 
 
+def test_fair_phase2_smoke_trains_both_arms_and_puts_them_side_by_side(tmp_path, mnist_1k, monkeypatch):
+  import fair_phase2
+  import sweep
+
+  monkeypatch.setitem(sweep.BUDGETS, "smoke", sweep.Budget(1, 1, 512))
+  kwargs = dict(archs=["simple_2layer"], seeds=[0, 1], budget="smoke", progress=False)
+  assert fair_phase2.run_all(tmp_path, mnist_1k, **kwargs) == 2 + 12 + 2  # the baselines once
+  assert fair_phase2.run_all(tmp_path, mnist_1k, **kwargs) == 0
+  for arm, scale in fair_phase2.ARMS.items():
+    settings = json.loads((tmp_path / arm / "sweep.json").read_text())
+    assert settings["logits_lr_scale"] == scale and settings["overrides"] == fair_phase2.FAIR
+    assert settings["scratch"] and not settings["ablation"] and not settings["controls"]
+  text = fair_phase2.write_report(tmp_path).read_text()
+  assert "| `logits1` | learned choices − uniformly random ones, both from scratch |" in text
+  assert "2 of 12 SmartMixed runs trained" in text and "| holds" not in text  # 1 of 6 architectures
+  assert (tmp_path / "logits100" / "REPORT.md").exists() and (tmp_path / "logits1" / "REPORT.md").exists()
+
+
 def test_sweep_overrides_are_config_fields_the_sweep_does_not_set_itself():
   import pytest
   import sweep

@@ -73,9 +73,12 @@ def selection_diagnostics(
     k = z.shape[-1]
     p = np.exp(z - z.max(-1, keepdims=True))
     p /= p.sum(-1, keepdims=True)
-    entropy = -(p * np.log(np.maximum(p, 1e-300))).sum(-1) / np.log(k)
-    top2 = np.sort(z, -1)[:, -2:]
-    gap = top2[:, 1] - top2[:, 0]
+    if k == 1:  # a pool of one: nothing to choose, so decided
+      entropy = gap = np.zeros(z.shape[:-1])
+    else:
+      entropy = -(p * np.log(np.maximum(p, 1e-300))).sum(-1) / np.log(k)
+      top2 = np.sort(z, -1)[:, -2:]
+      gap = top2[:, 1] - top2[:, 0]
     row = {
       "entropy": float(entropy.mean()),
       "decided": float(np.mean(entropy < DECIDED_ENTROPY)),

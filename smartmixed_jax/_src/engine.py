@@ -47,12 +47,15 @@ from smartmixed_jax._src.mlp import (
 from smartmixed_jax._src.pool import pool_names
 from smartmixed_jax._src.record import SMARTMIXED, Cohort, PhaseRecord, RunRecord, counts_by_name
 
-RULES = ("argmax", "most_frequent", "shuffled", "random")
-"""Freeze rules: each neuron's argmax; its most frequent sample in Phase 1's last epoch; and the two
-controls, the argmax choices shuffled within each layer (same proportions) and uniformly random ones."""
+RULES = ("argmax", "most_frequent", "shuffled", "random", "reversed")
+"""Freeze rules: each neuron's argmax; its most frequent sample in Phase 1's last epoch; and three
+controls: the argmax choices shuffled within each layer (same proportions), uniformly random ones, and
+the argmax choices with the layers' order reversed (:func:`depth_reversed`)."""
 
-INITS = ("carry", "reinit")
-"""Phase 2's initial weights: Phase 1's, carried over, or re-initialised (the reference code)."""
+INITS = ("carry", "reinit", "scratch")
+"""Phase 2's initial weights: Phase 1's, carried over; re-initialised (the reference code); or a control
+trained from scratch: SmartMixed's initial weights (a baseline's) with the rule's choices, trained for
+both phases' epochs on a baseline's schedule, as a fixed network of the same budget would be."""
 
 
 class RunKeys(NamedTuple):
@@ -209,12 +212,14 @@ class TwoPhaseResult:
   Attributes:
     phase1: Phase 1 (model ``i`` is seed ``i``).
     phase2: Phase 2, or None without variants; in a cohort model
-      ``v * M + i`` is variant ``v`` of seed ``i``.
+      ``v * M + i`` is variant ``v`` (of those not from scratch) of seed ``i``.
     variants: Phase 2's ``(rule, init)`` pairs.
     choices: per freeze rule, per hidden layer, the ``[M, neurons]`` (one
       model: ``[neurons]``) pool indices.
     continued: the Phase 1 control continued unfrozen for Phase 2's epochs, if asked for.
     seeds: a cohort's seeds; None for one model.
+    scratch: the variants from scratch, if any: model ``v * M + i`` is the
+      ``v``-th of them of seed ``i``.
   """
 
   phase1: loop.PhaseResult
@@ -223,10 +228,19 @@ class TwoPhaseResult:
   choices: dict[str, list[jax.Array]]
   continued: Optional[loop.PhaseResult] = None
   seeds: Optional[tuple[int, ...]] = None
+  scratch: Optional[loop.PhaseResult] = None
 
   @property
   def seconds(self) -> float:
-    return sum(p.seconds for p in (self.phase1, self.phase2, self.continued) if p is not None)
+    phases = (self.phase1, self.phase2, self.continued, self.scratch)
+    return sum(p.seconds for p in phases if p is not None)
+
+  def variant(self, v: int, m: int) -> tuple[loop.PhaseResult, int]:
+    """Where seed ``m``'s variant ``v`` (of :attr:`variants`) is: its phase and the model's index there."""
+    scratch = self.variants[v][1] == "scratch"
+    same = [i for i, (_, start) in enumerate(self.variants) if (start == "scratch") == scratch]
+    models = 1 if self.seeds is None else len(self.seeds)
+    return (self.scratch if scratch else self.phase2), same.index(v) * models + m
 
 
 def _policies(*, progress: bool, guard: bool, stats=None, stop=None, callback=None) -> list[policies.Policy]:
@@ -268,6 +282,18 @@ def _warn_if_undecided(phase1: loop.PhaseResult, widths: Sequence[int]) -> None:
     warnings.warn(message, UndecidedSelectionWarning, stacklevel=3)
 
 
+def depth_reversed(choices: Sequence[jax.Array], key: jax.Array) -> list[jax.Array]:
+  """One model's choices with the layers' order reversed: hidden layer ``i`` of ``L`` takes the
+  activation proportions of layer ``L - 1 - i`` at its own width (each activation's count within one
+  neuron of its share), in a random order. The depth pattern turned upside down, nothing else changed."""
+  out = []
+  for i, mine in enumerate(choices):
+    mirror = jnp.sort(choices[len(choices) - 1 - i])
+    resampled = mirror[(jnp.arange(mine.shape[0]) * mirror.shape[0]) // mine.shape[0]]
+    out.append(jax.random.permutation(jax.random.fold_in(key, i), resampled))
+  return out
+
+
 def _rules(phase1: loop.PhaseResult, keys: RunKeys, k: int) -> dict[str, list[jax.Array]]:
   """A cohort's choices under every freeze rule (:data:`RULES`)."""
   argmax = choices(phase1.best_params)
@@ -279,6 +305,7 @@ def _rules(phase1: loop.PhaseResult, keys: RunKeys, k: int) -> dict[str, list[ja
     "most_frequent": [jnp.argmax(counts, axis=-1) for counts in phase1.last_step_stats],
     "shuffled": [jax.vmap(jax.random.permutation)(layer(control[:, 0], i), c) for i, c in enumerate(argmax)],
     "random": [jax.vmap(uniform)(layer(control[:, 1], i), c) for i, c in enumerate(argmax)],
+    "reversed": jax.vmap(depth_reversed)(argmax, layer(keys.reinit, 8)),
   }
 
 
@@ -302,7 +329,8 @@ def two_phase(
       cohort, one model per seed, as one vmapped program.
     variants: Phase 2's ``(rule, init)`` pairs (:data:`RULES` x :data:`INITS`);
       default the config's own (:func:`preset_variant`), the only one a single
-      model takes. An empty sequence ends after Phase 1.
+      model takes. The first is the model's own Phase 2 (not from scratch).
+      An empty sequence ends after Phase 1.
     continue_phase1: a cohort's control: Phase 1 continued unfrozen, on
       Phase 2's schedule and data order.
     devices: one model: data-parallel over this many devices (None: all); a
@@ -322,6 +350,10 @@ def two_phase(
     raise ValueError(
       f"One model trains one argmax-frozen Phase 2 and no control, got variants {list(variants)} and"
       f" continue_phase1={continue_phase1}; give seeds for a cohort."
+    )
+  if variants and variants[0][1] == "scratch":
+    raise ValueError(
+      f"The first variant is the model's own Phase 2, which starts from Phase 1; got {variants[0]}."
     )
   if cohort and checkpointing is not None:
     raise ValueError("A cohort trains without checkpoints; checkpointing is for one model.")
@@ -350,7 +382,11 @@ def two_phase(
       resume=hooks.resume("phase1"), mesh=mesh(models),
     )  # fmt: skip
   selected = phase1.best_params
-  weights = lambda start: selected if start == "carry" else init(keys.reinit)  # noqa: E731
+
+  def weights(start):
+    """Phase 2's initial weights (:data:`INITS`)."""
+    return selected if start == "carry" else init(keys.init if start == "scratch" else keys.reinit)
+
   if not cohort:
     _warn_if_undecided(phase1, config.hidden)
     picks = choices(selected)
@@ -373,15 +409,24 @@ def two_phase(
   if not variants:
     return TwoPhaseResult(phase1, None, variants, rules, seeds=seeds)
   no_logits = lambda p: dataclasses.replace(p, logits=())  # noqa: E731
-  starts = {start: no_logits(weights(start)) for start in {start for _, start in variants}}
   cat = lambda trees: jax.tree.map(lambda *leaves: jnp.concatenate(leaves), *trees)  # noqa: E731
-  stacked = (cat([starts[start] for _, start in variants]), cat([rules[rule] for rule, _ in variants]))
-  phase2 = _fit(
-    config, splits, stacked,  # (weights, choices): the choices are data, not trained
-    apply=phase2_forward(config, choices_as_data=True), epochs=config.phase2_epochs,
-    models=len(variants) * len(seeds), phase="phase2", key=jnp.concatenate([keys.phase2] * len(variants)),
-    name="phase2", mesh=mesh(len(variants) * len(seeds)), policies=plain,
-  )  # fmt: skip
+
+  def train(group, *, epochs, phase, name):
+    """A group of variants as one cohort: (weights, choices), the choices as data, not trained."""
+    starts = {start: no_logits(weights(start)) for _, start in group}
+    stacked = (cat([starts[start] for _, start in group]), cat([rules[rule] for rule, _ in group]))
+    return _fit(
+      config, splits, stacked, apply=phase2_forward(config, choices_as_data=True), epochs=epochs,
+      models=len(group) * len(seeds), phase=phase, key=jnp.concatenate([keys.phase2] * len(group)),
+      name=name, mesh=mesh(len(group) * len(seeds)), policies=plain,
+    )  # fmt: skip
+
+  phase2 = train([v for v in variants if v[1] != "scratch"], epochs=config.phase2_epochs, phase="phase2",
+                 name="phase2")  # fmt: skip
+  from_scratch = [v for v in variants if v[1] == "scratch"]
+  scratch = from_scratch and train(
+    from_scratch, epochs=config.phase1_epochs + config.phase2_epochs, phase="baseline", name="from scratch"
+  )
   continued = None
   if continue_phase1:
     continued = _fit(
@@ -389,7 +434,7 @@ def two_phase(
       models=models, phase="phase2", key=keys.phase2, name="phase1 continued", mesh=mesh(models),
       policies=plain,
     )  # fmt: skip
-  return TwoPhaseResult(phase1, phase2, variants, rules, continued, seeds)
+  return TwoPhaseResult(phase1, phase2, variants, rules, continued, seeds, scratch or None)
 
 
 def baselines(
@@ -480,8 +525,7 @@ def record(config: Config, result: TwoPhaseResult | loop.PhaseResult, m: int = 0
     for rule, layers in result.choices.items()
   }
   variants = {
-    f"{rule}/{init}": PhaseRecord.of(result.phase2, v * models + m)
-    for v, (rule, init) in enumerate(result.variants)
+    f"{rule}/{init}": PhaseRecord.of(*result.variant(v, m)) for v, (rule, init) in enumerate(result.variants)
   }
   main = next(iter(variants), None)  # the first variant is the model's own Phase 2
   phases = {"phase1": PhaseRecord.of(result.phase1, m), **({"phase2": variants.pop(main)} if main else {})}
