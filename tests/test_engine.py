@@ -149,9 +149,7 @@ def test_a_control_from_scratch_is_a_fixed_network_of_the_baselines_budget(data)
     assert record.main == "argmax/carry" and set(record.variants) == {"random/scratch", "reversed/scratch"}
     scratch = record.variants["random/scratch"]
     assert len(scratch.history) == 1 + config.phase1_epochs + config.phase2_epochs
-    chex.assert_trees_all_close(
-      _histories([scratch]), _histories([baseline.record(m)]), rtol=1e-5, atol=1e-6
-    )
+    chex.assert_trees_all_close(_histories([scratch]), _histories([baseline.record(m)]), rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match=r"first variant is the model's own Phase 2.*\('random', 'scratch'\)"):
     engine.two_phase(config, splits, seeds=[0], variants=[("random", "scratch")])
 
