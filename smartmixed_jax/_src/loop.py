@@ -169,7 +169,9 @@ def _batch_loss(apply_fn, loss_fn, trained, rest, x, y, mask, key, step):
   weight = mask.astype(jnp.float32)
   losses = loss_fn(logits, y).astype(jnp.float32)
   total = jnp.sum(weight * losses)
-  correct = jnp.sum(weight * (jnp.argmax(logits, -1) == y))
+  # An example with several labels (a sequence's tokens) counts the share it gets right.
+  hits = (jnp.argmax(logits, -1) == y).reshape(y.shape[0], -1).mean(-1)
+  correct = jnp.sum(weight * hits)
   return total / jnp.maximum(jnp.sum(weight), 1.0), (total, correct)
 
 
