@@ -12,7 +12,7 @@ and as ratios to the plain relu MLP of the same shape, dtype and batch.
 Besides the library's formulations it times the alternatives they were chosen
 over: the naive Phase 1 that stacks all activations of every neuron (as the
 reference code does), and two Phase 2 formulations, gather/scatter per group
-and slice-and-concatenate.
+and every activation in use on every feature, selected by masks.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ TARGETS = {
   "frozen_inference / relu_inference": 1.05,
   "phase2_step / relu_step": 1.1,
   "phase1_peak_memory / relu_peak_memory": 2.0,
+  "frozen_lm_inference / gelu_lm_inference": 1.1,
 }
 
 
@@ -89,10 +90,21 @@ def gather_scatter_apply(layers, x, *, groups):
   return mlp_apply(layers, x, [activation(g) for g in groups])
 
 
-def slice_concat_apply(layers, x, *, segments):
-  """Phase 2 with contiguous segments sliced, activated and concatenated."""
+def where_mask_apply(layers, x, *, segments):
+  """Phase 2 with every activation in use computed on every feature, each segment selected by a
+  compile-time ``iota >= start`` mask (the library's form before the slices)."""
   fns = sm.ACTIVATIONS
-  activation = lambda segs: lambda z: jnp.concatenate([fns[n](z[..., a:b]) for n, a, b in segs], axis=-1)
+
+  def activation(segs):
+    def apply(z):
+      (first, *rest) = segs
+      out, position = fns[first[0]](z), jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
+      for name, start, _ in rest:
+        out = jnp.where(position >= start, fns[name](z), out)
+      return out
+
+    return apply
+
   return mlp_apply(layers, x, [activation(s) for s in segments])
 
 
@@ -188,8 +200,8 @@ def bench_shape(name, layer_sizes, batch, dtype, *, rounds, min_seconds):
       jax.jit(lambda p, x: gather_scatter_apply(p, x, groups=groups)),
       params.layers,
     ),
-    "slice_concat_inference": (
-      jax.jit(lambda p, x: slice_concat_apply(p, x, segments=model.segments)),
+    "where_mask_inference": (
+      jax.jit(lambda p, x: where_mask_apply(p, x, segments=model.segments)),
       model.layers,
     ),
   }
@@ -208,7 +220,7 @@ def bench_shape(name, layer_sizes, batch, dtype, *, rounds, min_seconds):
     "frozen_inference / relu_inference": times["frozen_inference"] / times["relu_inference"],
     "elu_inference / relu_inference": times["elu_inference"] / times["relu_inference"],
     "gather_scatter_inference / relu_inference": times["gather_scatter_inference"] / times["relu_inference"],
-    "slice_concat_inference / relu_inference": times["slice_concat_inference"] / times["relu_inference"],
+    "where_mask_inference / relu_inference": times["where_mask_inference"] / times["relu_inference"],
     "phase1_peak_memory / relu_peak_memory": memory["phase1_peak_memory"] / memory["relu_peak_memory"],
     "naive_phase1_peak_memory / relu_peak_memory": memory["naive_phase1_peak_memory"]
     / memory["relu_peak_memory"],
@@ -236,6 +248,40 @@ def bench_freeze_compile(batch=128, *, arch="wide_14layer", repeats=5):
     jax.block_until_ready(sm.freeze(params)(x))
     samples.append(time.perf_counter() - start)
   return statistics.median(samples)
+
+
+def bench_transformer(*, batch: int = 32, rounds: int, min_seconds: float) -> dict:
+  """The panel's character-level transformer (``panel_tasks.CharLM``), every MLP activation frozen from a
+  random selection over its pool of 8 by ``snx.freeze(model, probe=x)``, against the same transformer
+  with gelu everywhere: inference at the task's batch, side by side."""
+  import panel_tasks
+  from flax import nnx
+
+  import smartmixed_jax.nnx as snx
+
+  act_rngs = nnx.Rngs(params=1)
+  mixed = panel_tasks.CharLM(
+    lambda n: snx.MixedActivation(n, pool=panel_tasks.LM_POOL, rngs=act_rngs), nnx.Rngs(params=0)
+  )
+  for _, layer in nnx.iter_modules(mixed):
+    if isinstance(layer, snx.MixedActivation):  # a selection that uses every activation of the pool
+      layer.logits[...] = jax.random.normal(jax.random.key(2), layer.logits[...].shape)
+  mixed.eval()
+  x = jax.random.randint(jax.random.key(0), (batch, panel_tasks.CONTEXT), 0, 84)
+  frozen = snx.freeze(mixed, probe=x)
+  gelu = panel_tasks.CharLM(lambda n: jax.nn.gelu, nnx.Rngs(params=0))
+  frozen_fn, gelu_fn = jax.jit(lambda x: frozen(x)), jax.jit(lambda x: gelu(x))
+  seconds = interleaved_medians(
+    {"gelu_lm_inference": lambda: gelu_fn(x), "frozen_lm_inference": lambda: frozen_fn(x)},
+    rounds=rounds, min_seconds=min_seconds,
+  )  # fmt: skip
+  counts = [sum(1 for v in layer.values() if v) for layer in snx.counts(frozen)]
+  ratio = seconds["frozen_lm_inference"] / seconds["gelu_lm_inference"]
+  return {
+    "shape": f"char_lm {panel_tasks.BLOCKS} blocks, width {panel_tasks.WIDTH}, context {panel_tasks.CONTEXT}",
+    "batch": batch, "dtype": "float32", "activations_in_use": counts, "seconds": seconds, "bytes": {},
+    "ratios": {"frozen_lm_inference / gelu_lm_inference": ratio},
+  }  # fmt: skip
 
 
 def bench_epochs(epochs: int = 3):
@@ -330,6 +376,10 @@ def main(argv=None):
       report["shapes"].append(
         bench_shape(name, shape["layer_sizes"], shape["batch"], dtype, rounds=rounds, min_seconds=min_seconds)
       )
+  print("timing the frozen transformer ...", flush=True)
+  report["shapes"].append(
+    bench_transformer(batch=4 if args.smoke else 32, rounds=rounds, min_seconds=min_seconds)
+  )
   if not args.smoke:
     report["freeze_compile_seconds"] = bench_freeze_compile()
   if not (args.quick or args.smoke):

@@ -129,7 +129,7 @@ def train_run(task: Task, model_name: str, seed: int, splits, learned=None, prog
                  name="phase1", progress=progress)  # fmt: skip
     logits = [m.logits[...] for _, m in nnx.iter_modules(model) if isinstance(m, snx.MixedActivation)]
     model.eval()
-    frozen = snx.freeze(model)
+    frozen = snx.freeze(model, probe=splits["val"][0][:16])  # checked; Sequentials' features sorted
     phase2 = fit(
       task, frozen, splits, epochs=task.epochs - task.phase1_epochs, before=task.phase1_epochs,
       key=jax.random.fold_in(key, 1), keep_start=True, name="phase2", progress=progress,

@@ -40,8 +40,9 @@ LM_POOL = (*POOL, "gelu", "silu")
 
 
 def activate(act: nnx.Module, x: jax.Array, key: jax.Array, i: int) -> jax.Array:
-  """``act(x)``; a mixed activation draws its Gumbel noise from ``key`` folded with its index ``i``."""
-  if isinstance(act, snx.MixedActivation):
+  """``act(x)``; a mixed activation draws its Gumbel noise from ``key`` folded with its index ``i`` (no
+  key: evaluation, each feature's argmax)."""
+  if isinstance(act, snx.MixedActivation) and key is not None:
     return act(x, rngs=jax.random.fold_in(key, i))
   return act(x)
 
@@ -223,17 +224,21 @@ def lm_data(smoke: bool, data_dir=None) -> Splits:
 
 
 class Block(nnx.Module):
-  """Pre-norm attention and MLP; the MLP's activation is the one SmartMixed chooses."""
+  """Pre-norm attention and MLP; the MLP's activation is the one SmartMixed chooses.
+
+  The MLP is an ``nnx.Sequential``, which passes ``rngs`` (the Gumbel key) on to the layers that take
+  it, and whose features ``freeze(model, probe=x)`` can sort so each activation runs on one segment.
+  """
 
   def __init__(self, act, rngs):
     self.norm1, self.norm2 = nnx.LayerNorm(WIDTH, rngs=rngs), nnx.LayerNorm(WIDTH, rngs=rngs)
     self.attention = nnx.MultiHeadAttention(HEADS, WIDTH, decode=False, rngs=rngs)
-    self.up, self.down = nnx.Linear(WIDTH, 4 * WIDTH, rngs=rngs), nnx.Linear(4 * WIDTH, WIDTH, rngs=rngs)
-    self.act = act(4 * WIDTH)
+    up, down = nnx.Linear(WIDTH, 4 * WIDTH, rngs=rngs), nnx.Linear(4 * WIDTH, WIDTH, rngs=rngs)
+    self.mlp = nnx.Sequential(up, act(4 * WIDTH), down)
 
   def __call__(self, x, mask, key, i):
     x = x + self.attention(self.norm1(x), mask=mask)
-    return x + self.down(activate(self.act, self.up(self.norm2(x)), key, i))
+    return x + self.mlp(self.norm2(x), rngs=None if key is None else jax.random.fold_in(key, i))
 
 
 class CharLM(nnx.Module):
