@@ -101,7 +101,12 @@ def test_fair_phase2_smoke_trains_both_arms_and_puts_them_side_by_side(tmp_path,
   text = fair_phase2.write_report(tmp_path).read_text()
   assert "| `logits1` | learned choices − uniformly random ones, both from scratch |" in text
   assert "2 of 12 SmartMixed runs trained" in text and "| holds" not in text  # 1 of 6 architectures
-  assert (tmp_path / "logits100" / "REPORT.md").exists() and (tmp_path / "logits1" / "REPORT.md").exists()
+  arm = (tmp_path / "logits1" / "REPORT.md").read_text()  # a sweep report, with its controls from scratch
+  assert "--scratch-controls" in arm and "## Controls from scratch" in arm
+  assert "| learned choices − the same with the layers' order reversed, both from scratch |" in arm
+  record = json.loads(sweep.run_path(tmp_path / "logits1", "simple_2layer", "smartmixed", 0).read_text())
+  scratch = {rule: record["variants"][f"{rule}/scratch"] for rule in sweep.SCRATCH_RULES}
+  assert all(phase["epochs"] == 2 for phase in scratch.values())  # both phases' epochs, as a baseline's
 
 
 def test_sweep_overrides_are_config_fields_the_sweep_does_not_set_itself():

@@ -53,7 +53,8 @@ def test_a_version_1_sweep_baseline_and_results_json_migrate():
 
 
 def test_every_committed_record_loads_and_round_trips():
-  paths = sorted(RESULTS.glob("*/runs/**/seed*.json"))
+  # The task panel's records are another shape (an NNX model's task metric and choices by module path).
+  paths = sorted(p for p in RESULTS.glob("*/runs/**/seed*.json") if p.parts[-5] != "panel")
   assert len(paths) > 600
   for path in paths[::25]:  # a spread of every study and shape
     record = app.read_record(path)
