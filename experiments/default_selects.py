@@ -31,7 +31,6 @@ trains only what is missing.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import statistics
 from collections.abc import Sequence
@@ -43,13 +42,13 @@ import stats
 import sweep
 import verdicts
 from records import FAILED_VAL_ACCURACY, read_records, shown
-from report import markdown_table
+from report import markdown_table, study_parser, write_markdown
 from stats import Stat, paper_order
 from verdicts import DOES_NOT_HOLD, HOLDS, NOT_RESOLVED, Verdict
 
 from smartmixed_jax import app
 from smartmixed_jax.app import RunRecord
-from smartmixed_jax.artifacts import atomic_write_bytes, pyplot, save_figure
+from smartmixed_jax.artifacts import pyplot, save_figure
 
 OUT = Path(__file__).parent / "results" / "default_selects"
 SEEDS = (0, 1, 2)
@@ -328,20 +327,13 @@ def write_report(out: Path, seeds: Sequence[int] = SEEDS) -> Path:
     "",
   ]
   path = out / "REPORT.md"
-  atomic_write_bytes(path, "\n".join(lines).encode())
-  return path
+  return write_markdown(path, lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", type=Path, default=OUT)
+  parser = study_parser(__doc__, OUT, SEEDS, "2 epochs of 512 examples, to check that it runs")
   parser.add_argument("--candidates", nargs="+", choices=list(CANDIDATES), default=list(CANDIDATES))
   parser.add_argument("--archs", nargs="+", default=None, help="numbers 1-18 or names (default: all 18)")
-  parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-  parser.add_argument("--report", action="store_true", help="only rewrite REPORT.md from the records")
-  parser.add_argument("--smoke", action="store_true", help="2 epochs of 512 examples, to check that it runs")
-  parser.add_argument("--no-progress", dest="progress", action="store_false")
-  parser.add_argument("--data-dir", type=Path, default=None)
   args = parser.parse_args(argv)
   try:
     archs = [sweep.architecture(a) for a in (args.archs or list(app.ARCHITECTURES))]

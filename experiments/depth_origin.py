@@ -23,7 +23,6 @@ a rerun skips them. ``OUT/REPORT.md`` is rewritten from the records at the end
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import statistics
@@ -37,11 +36,11 @@ import numpy as np
 import stats
 import verdicts
 from records import ACTIVATIONS, DEEP, EARLY, shown
-from report import markdown_table
+from report import markdown_table, study_parser, write_markdown
 
 import smartmixed_jax as sm
 from smartmixed_jax import app, engine
-from smartmixed_jax.artifacts import atomic_write_bytes, pyplot, write_json
+from smartmixed_jax.artifacts import pyplot, write_json
 
 OUT = Path(__file__).parent / "results" / "depth_origin"
 ARCH = "256-256-256-256-256-256"
@@ -293,19 +292,12 @@ def write_report(out: Path = OUT) -> Path:
     "",
   ]
   path = out / "REPORT.md"
-  atomic_write_bytes(path, "\n".join(lines).encode())
-  return path
+  return write_markdown(path, lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", type=Path, default=OUT)
-  parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+  parser = study_parser(__doc__, OUT, SEEDS, "2 epochs of 512 examples, to check that it runs")
   parser.add_argument("--presets", nargs="+", choices=PRESETS, default=list(PRESETS))
-  parser.add_argument("--report", action="store_true", help="only rewrite REPORT.md from the records")
-  parser.add_argument("--smoke", action="store_true", help="2 epochs of 512 examples, to check that it runs")
-  parser.add_argument("--no-progress", dest="progress", action="store_false")
-  parser.add_argument("--data-dir", type=Path, default=None)
   args = parser.parse_args(argv)
   if not args.report:
     data = app.load_mnist(args.data_dir)

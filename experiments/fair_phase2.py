@@ -26,7 +26,6 @@ finished cohort is written at once, so a rerun trains only what is missing.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
@@ -36,10 +35,9 @@ import stats
 import sweep
 import verdicts
 from records import load_runs, read_settings, shown
-from report import SCRATCH_COMPARISONS, markdown_table
+from report import SCRATCH_COMPARISONS, markdown_table, study_parser, write_markdown
 
 from smartmixed_jax import app
-from smartmixed_jax.artifacts import atomic_write_bytes
 
 OUT = Path(__file__).parent / "results" / "fair_phase2"
 ARCHS = ("simple_2layer", "medium_5layer", "small_3layer", "wide_4layer", "wide_8layer", "wide_14layer")
@@ -125,19 +123,12 @@ def write_report(out: Path) -> Path:
     "",
   ]
   path = out / "REPORT.md"
-  atomic_write_bytes(path, "\n".join(lines).encode())
-  return path
+  return write_markdown(path, lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", type=Path, default=OUT)
+  parser = study_parser(__doc__, OUT, SEEDS, "1 + 1 epochs of 512 examples, 2 architectures")
   parser.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
-  parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-  parser.add_argument("--report", action="store_true", help="only rewrite the reports from the records")
-  parser.add_argument("--smoke", action="store_true", help="1 + 1 epochs of 512 examples, 2 architectures")
-  parser.add_argument("--no-progress", dest="progress", action="store_false")
-  parser.add_argument("--data-dir", type=Path, default=None)
   args = parser.parse_args(argv)
   if not args.report:
     data = app.load_mnist(args.data_dir)

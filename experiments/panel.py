@@ -24,7 +24,6 @@ verdict of ``verdicts.direction``. Every run is written as it finishes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -42,12 +41,12 @@ import verdicts
 from flax import nnx
 from panel_tasks import TASKS, Task
 from records import shown
-from report import markdown_table
+from report import markdown_table, study_parser, write_markdown
 from stats import Stat
 
 import smartmixed_jax as sm
 import smartmixed_jax.nnx as snx
-from smartmixed_jax.artifacts import atomic_write_bytes, pyplot, save_figure, write_json
+from smartmixed_jax.artifacts import pyplot, save_figure, write_json
 
 OUT = Path(__file__).parent / "results" / "panel"
 SEEDS = (0, 1, 2)
@@ -381,19 +380,12 @@ def write_report(out: Path) -> Path:
   ]
   path = out / "REPORT.md"
   out.mkdir(parents=True, exist_ok=True)
-  atomic_write_bytes(path, "\n".join(lines).encode())
-  return path
+  return write_markdown(path, lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--out", type=Path, default=OUT)
+  parser = study_parser(__doc__, OUT, SEEDS, "2 epochs of a small subset of every task")
   parser.add_argument("--tasks", nargs="+", choices=list(TASKS), default=list(TASKS))
-  parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
-  parser.add_argument("--report", action="store_true", help="only rewrite REPORT.md from the records")
-  parser.add_argument("--smoke", action="store_true", help="2 epochs of a small subset of every task")
-  parser.add_argument("--no-progress", dest="progress", action="store_false")
-  parser.add_argument("--data-dir", type=Path, default=None, help="the MNIST / Fashion-MNIST cache")
   args = parser.parse_args(argv)
   if not args.report:
     written = run_all(args.out, args.tasks, args.seeds, smoke=args.smoke, data_dir=args.data_dir,

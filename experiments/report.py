@@ -16,6 +16,7 @@ difference. Every verdict on a claim comes from ``verdicts.py``.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -81,6 +82,26 @@ from sweep import preset_logits_lr_scale
 
 from smartmixed_jax.app import ARCHITECTURES, RunRecord
 from smartmixed_jax.artifacts import atomic_write_bytes
+
+
+def write_markdown(path: Path, lines: Sequence[str]) -> Path:
+  """``lines`` as one Markdown file, written atomically; returns ``path``."""
+  atomic_write_bytes(path, "\n".join(lines).encode())
+  return path
+
+
+def study_parser(doc: str, out: Path, seeds: Sequence[int], smoke: str) -> argparse.ArgumentParser:
+  """A study's command line with the options every study has (``--out``, ``--seeds``, ``--report``,
+  ``--smoke``, ``--no-progress``, ``--data-dir``); a study adds its own."""
+  parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+  parser.add_argument("--out", type=Path, default=out)
+  parser.add_argument("--seeds", type=int, nargs="+", default=list(seeds))
+  parser.add_argument("--report", action="store_true", help="only rewrite the report(s) from the records")
+  parser.add_argument("--smoke", action="store_true", help=smoke)
+  parser.add_argument("--no-progress", dest="progress", action="store_false")
+  parser.add_argument("--data-dir", type=Path, default=None, help="the data cache (default: the library's)")
+  return parser
+
 
 # ----------------------------------------------------------------------------
 # REPORT.md
