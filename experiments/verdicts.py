@@ -18,6 +18,10 @@ data decide it, and where they cannot tell it reads *not resolved*. The rules:
   the models apart; it does not hold when it is there less often than chance.
 - **Reaching a figure** (claim 1): it holds when the mean reaches it; it does not
   hold when the CI's upper end stays below it.
+- **A direction on each of several units** (the task panel: each task's own answer): a unit's
+  verdict holds when its paired t-test over seeds is significant on the claimed side after Holm's
+  correction over all the units tested together, does not hold when it is significant on the other
+  side, and is not resolved otherwise.
 - **Not below a reference, on every architecture** (a new default against the
   old): it does not hold when an architecture is significantly below (paired
   t over seeds, Holm-corrected); it holds when none is below even at the
@@ -90,6 +94,26 @@ def direction(diff: Across, sign: int = 1) -> Verdict:
   if (lo > 0) if sign > 0 else (hi < 0):
     return Verdict(HOLDS, f"the {_ci_words(diff)} lies {'above' if sign > 0 else 'below'} 0")
   return Verdict(NOT_RESOLVED, f"the {_ci_words(diff)} includes 0")
+
+
+def in_each(diff: Across, sign: int = 1) -> dict[str, Verdict]:
+  """Per unit of ``diff`` (e.g. a task), is its difference on the side of 0 that ``sign`` claims?
+
+  Each unit is its own claim, so none borrows strength from the others: the
+  test is each unit's paired t over its seeds, and Holm's correction over the
+  ``diff.tested`` units keeps the family of claims at :data:`ALPHA`.
+  """
+  verdicts, test = {}, f"(paired t, Holm over {diff.tested})"
+  for unit, stat in diff.per_arch.items():
+    if stat.n < 2:
+      verdicts[unit] = Verdict(NOT_RESOLVED, f"{stat.n} seed measured")
+    elif unit in (diff.higher if sign > 0 else diff.lower):
+      verdicts[unit] = Verdict(HOLDS, f"significant on the claimed side {test}")
+    elif unit in (diff.lower if sign > 0 else diff.higher):
+      verdicts[unit] = Verdict(DOES_NOT_HOLD, f"significant the other way {test}")
+    else:
+      verdicts[unit] = Verdict(NOT_RESOLVED, f"not significant {test}")
+  return verdicts
 
 
 def size(diff: Across, low: float, high: float) -> Verdict:

@@ -154,3 +154,16 @@ def test_every_run_must_reach_a_threshold():
   assert short.word == DOES_NOT_HOLD
   assert short.reason == "2 of 3 runs stay below 90% decided: b/0 (42.0%), b/1 (89.0%)"
   assert verdicts.every_run({}, 0.9, "decided").word == NOT_RESOLVED
+
+
+def test_a_direction_on_each_unit_is_corrected_over_the_units():
+  # "a" is clearly up and "c" clearly down; "b" and "e" alone would each be significant (p = 0.0445),
+  # but not after Holm over four units (0.0445 > 0.05 / 2); "d" has one seed.
+  noisy = [0.01, 0.02, 0.012]
+  diff = stats.across({"a": UP["a"], "b": noisy, "c": [-0.030, -0.031, -0.029], "d": [0.5], "e": noisy})
+  words = {unit: v.word for unit, v in verdicts.in_each(diff, 1).items()}
+  assert words == {"a": HOLDS, "b": NOT_RESOLVED, "c": DOES_NOT_HOLD, "d": NOT_RESOLVED, "e": NOT_RESOLVED}
+  below = verdicts.in_each(diff, -1)
+  assert below["c"].word == HOLDS and below["a"].word == DOES_NOT_HOLD and "Holm over 4" in below["c"].reason
+  alone = verdicts.in_each(stats.across({"b": [0.01, 0.02, 0.012]}), 1)
+  assert alone["b"].word == HOLDS  # the same seeds, tested alone
