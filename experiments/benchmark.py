@@ -24,11 +24,13 @@ import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from records import shown
 
 import smartmixed_jax as sm
 from smartmixed_jax import app
@@ -250,22 +252,36 @@ def bench_freeze_compile(batch=128, *, arch="wide_14layer", repeats=5):
   return statistics.median(samples)
 
 
-def bench_transformer(*, batch: int = 32, rounds: int, min_seconds: float) -> dict:
-  """The panel's character-level transformer (``panel_tasks.CharLM``), every MLP activation frozen from a
-  random selection over its pool of 8 by ``snx.freeze(model, probe=x)``, against the same transformer
-  with gelu everywhere: inference at the task's batch, side by side."""
+PANEL_SELECTION = (
+  Path(__file__).parent / "results" / "panel" / "runs" / "char_lm" / "smartmixed" / "seed0.json"
+)
+"""The selection the task panel's SmartMixed learned on the transformer (seed 0), once that run is done."""
+
+
+def bench_transformer(
+  *, batch: int = 32, rounds: int, min_seconds: float, selection: Optional[Path] = None
+) -> dict:
+  """The panel's character-level transformer (``panel_tasks.CharLM``), every MLP activation frozen by
+  ``snx.freeze(model, probe=x)``, against the same transformer with gelu everywhere: inference at the
+  task's batch, side by side. The selection: random over the pool of 8 (``selection=None``: every
+  activation in use in every block, the most segments), or the one a panel record learned."""
   import panel_tasks
   from flax import nnx
 
   import smartmixed_jax.nnx as snx
 
+  learned = json.loads(selection.read_text())["choices"] if selection else None
   act_rngs = nnx.Rngs(params=1)
   mixed = panel_tasks.CharLM(
     lambda n: snx.MixedActivation(n, pool=panel_tasks.LM_POOL, rngs=act_rngs), nnx.Rngs(params=0)
   )
-  for _, layer in nnx.iter_modules(mixed):
-    if isinstance(layer, snx.MixedActivation):  # a selection that uses every activation of the pool
-      layer.logits[...] = jax.random.normal(jax.random.key(2), layer.logits[...].shape)
+  for path, layer in nnx.iter_modules(mixed):
+    if isinstance(layer, snx.MixedActivation):
+      shape = layer.logits[...].shape
+      if learned is None:
+        layer.logits[...] = jax.random.normal(jax.random.key(2), shape)
+      else:  # each feature's logits favour its learned choice
+        layer.logits[...] = 10.0 * jax.nn.one_hot(jnp.asarray(learned["/".join(map(str, path))]), shape[-1])
   mixed.eval()
   x = jax.random.randint(jax.random.key(0), (batch, panel_tasks.CONTEXT), 0, 84)
   frozen = snx.freeze(mixed, probe=x)
@@ -277,8 +293,10 @@ def bench_transformer(*, batch: int = 32, rounds: int, min_seconds: float) -> di
   )  # fmt: skip
   counts = [sum(1 for v in layer.values() if v) for layer in snx.counts(frozen)]
   ratio = seconds["frozen_lm_inference"] / seconds["gelu_lm_inference"]
+  chosen = "random selection" if learned is None else f"selection learned in {shown(selection)}"
   return {
-    "shape": f"char_lm {panel_tasks.BLOCKS} blocks, width {panel_tasks.WIDTH}, context {panel_tasks.CONTEXT}",
+    "shape": f"char_lm {panel_tasks.BLOCKS} blocks, width {panel_tasks.WIDTH}, context {panel_tasks.CONTEXT},"
+    f" {chosen}",
     "batch": batch, "dtype": "float32", "activations_in_use": counts, "seconds": seconds, "bytes": {},
     "ratios": {"frozen_lm_inference / gelu_lm_inference": ratio},
   }  # fmt: skip
@@ -376,10 +394,14 @@ def main(argv=None):
       report["shapes"].append(
         bench_shape(name, shape["layer_sizes"], shape["batch"], dtype, rounds=rounds, min_seconds=min_seconds)
       )
-  print("timing the frozen transformer ...", flush=True)
-  report["shapes"].append(
-    bench_transformer(batch=4 if args.smoke else 32, rounds=rounds, min_seconds=min_seconds)
-  )
+  for selection in (None, PANEL_SELECTION) if PANEL_SELECTION.exists() else (None,):
+    print(f"timing the frozen transformer ({'random' if selection is None else 'learned'} selection) ...",
+          flush=True)  # fmt: skip
+    report["shapes"].append(
+      bench_transformer(
+        batch=4 if args.smoke else 32, rounds=rounds, min_seconds=min_seconds, selection=selection
+      )  # fmt: skip
+    )
   if not args.smoke:
     report["freeze_compile_seconds"] = bench_freeze_compile()
   if not (args.quick or args.smoke):

@@ -16,14 +16,17 @@ import fashion_mnist  # noqa: E402
 
 def test_benchmark_smoke_measures_every_variant_side_by_side(capsys):
   report = benchmark.main(["--smoke"])
-  shape, transformer = report["shapes"]
+  shape, random, *learned = report["shapes"]
   assert set(shape["seconds"]) == {
     "relu_step", "phase1_step", "naive_phase1_step", "phase2_step", "relu_inference", "elu_inference",
     "frozen_inference", "gather_scatter_inference", "where_mask_inference",
   }  # fmt: skip
-  assert set(transformer["seconds"]) == {"gelu_lm_inference", "frozen_lm_inference"}
-  assert transformer["activations_in_use"] == [8, 8]  # the random selection uses the whole pool
-  assert transformer["ratios"]["frozen_lm_inference / gelu_lm_inference"] > 0
+  assert random["activations_in_use"] == [8, 8]  # the random selection uses the whole pool
+  # With the panel's transformer trained, also the selection it learned.
+  assert len(learned) == benchmark.PANEL_SELECTION.exists()
+  for transformer in (random, *learned):
+    assert set(transformer["seconds"]) == {"gelu_lm_inference", "frozen_lm_inference"}
+    assert transformer["ratios"]["frozen_lm_inference / gelu_lm_inference"] > 0
   assert all(0 < s < 1 for s in shape["seconds"].values())
   assert all(math.isfinite(r) and r > 0 for r in shape["ratios"].values())
   assert shape["bytes"]["naive_phase1_peak_memory"] >= shape["bytes"]["relu_peak_memory"] > 0
