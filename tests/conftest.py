@@ -6,10 +6,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-FAST_COMPILE = "--xla_backend_optimization_level=0"
-"""The suite's CPU programs are compiled with LLVM at -O0: most of its time is compiling many small
-programs that each run a few steps, and this cuts a third of it. The numbers agree with the default
-build to float32's last bit or two (``test_train.py::test_the_suites_fast_compiling_build``)."""
+FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
+"""The suite's CPU programs are compiled for compile speed: most of its time is compiling many small
+programs that each run a few steps. LLVM at -O0 cuts a third of it, and XLA's classic loop emitters
+(instead of its fusion emitters, which build MLIR first) about half of the rest. The numbers agree with
+the default build to float32's last bit or two (``test_train.py::test_the_suites_fast_compiling_build``)."""
 
 if os.environ.get("SMARTMIXED_TEST_BACKEND", "cpu") == "cpu" and FAST_COMPILE not in os.environ.get(
   "XLA_FLAGS", ""

@@ -339,7 +339,7 @@ print(json.dumps([e["val_loss"] for phase in result.phases for e in phase.histor
 
 
 def test_the_suites_fast_compiling_build_computes_what_the_default_build_does():
-  """conftest compiles the suite's programs with LLVM at -O0 (a third faster); the same short runs in a
+  """conftest compiles the suite's programs for compile speed (LLVM -O0, classic emitters); the same runs in a
   process with XLA's default build give the same losses, to float32's last bit or two."""
   import json
   import os
