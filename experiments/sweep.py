@@ -2,6 +2,7 @@
 
     python experiments/sweep.py --budget quick --seeds 0 1 2    # ~35 min on 2 CPU cores
     python experiments/sweep.py --budget paper --preset paper --seeds 0 1 2   # on a GPU
+    python experiments/sweep.py --budget long --preset paper --archs 1 4 3 --no-ablation --no-group-baselines
     python experiments/sweep.py --budget quick --archs 1 3 wide_14layer      # some architectures
     python experiments/sweep.py --speedup --archs 4 9 --seeds 0 1 2          # vmap vs one by one
 
@@ -64,6 +65,9 @@ BUDGETS = {
   # Phase 1 alone at the medium budget's 10 epochs: a screen of selection settings.
   "screen": Budget(10, 0),
   "paper": Budget(50, 350),  # the reference: 50 + 350 epochs, baselines 400
+  # The paper's Phase 1 (21,100 steps), then 100 epochs: at lr 1e-4 long enough for the curves to flatten,
+  # at 3/8 of the paper's compute (issue 24's study b: ~5 h for 3 architectures x 3 seeds on 2 CPU cores).
+  "long": Budget(50, 100),
 }
 
 
