@@ -271,14 +271,15 @@ def answer(task: Task, models: dict[str, dict[int, dict]]) -> Optional[Answer]:
   fixed = list(task.pool)
   best = max(fixed, key=lambda m: sign * means[m].mean)
   worst = min(fixed, key=lambda m: sign * means[m].mean)
-  others = {
-    "regret": lambda s: value(best, s),
-    "versus_median": lambda s: statistics.median(value(m, s) for m in fixed),
-    "learned_shuffled": lambda s: value("shuffled_choices", s),
-    "learned_random": lambda s: value("random_choices", s),
+  smart = lambda s: value(SMARTMIXED, s)  # noqa: E731
+  learned = lambda s: value("learned_choices", s)  # noqa: E731
+  pairs = {
+    "regret": (smart, lambda s: value(best, s)),
+    "versus_median": (smart, lambda s: statistics.median(value(m, s) for m in fixed)),
+    "learned_shuffled": (learned, lambda s: value("shuffled_choices", s)),
+    "learned_random": (learned, lambda s: value("random_choices", s)),
   }
-  first = lambda name: SMARTMIXED if name in ("regret", "versus_median") else "learned_choices"  # noqa: E731
-  diffs = {name: [sign * (value(first(name), s) - other(s)) for s in seeds] for name, other in others.items()}
+  diffs = {name: [sign * (a(s) - b(s)) for s in seeds] for name, (a, b) in pairs.items()}
   hours = sum(r["seconds"] for m in names for r in models.get(m, {}).values()) / 3600
   return Answer(
     task, seeds, means, best, worst, diffs, hours,
