@@ -20,8 +20,9 @@ Study 2's 6 architectures at its ``medium`` budget (10 + 20 epochs, baselines
 default) and at the weights' rate (the old default). The default arm trains
 the six baselines; the other ranks against them (``--baselines-from``): the
 baselines have no logits. Each arm is a sweep directory ``OUT/<arm>/`` with
-its own REPORT.md; ``OUT/REPORT.md`` puts the arms side by side. Every
-finished cohort is written at once, so a rerun trains only what is missing.
+its own REPORT.md; ``OUT/REPORT.md`` puts the arms side by side. It trains
+architecture by architecture, both arms of one before the next, and writes
+every finished cohort at once, so a rerun trains only what is missing.
 """
 
 from __future__ import annotations
@@ -57,15 +58,20 @@ def run_all(
   budget: str = "medium",
   progress: bool = True,
 ) -> int:
-  """Trains whatever of each arm is missing, arm by arm; returns how many runs it wrote."""
+  """Trains whatever is missing, architecture by architecture (both arms of one before the next, so
+  an unfinished study has whole architectures); returns how many runs it wrote.
+
+  The baselines train one cohort per activation: an interruption loses at most that cohort.
+  """
   first = next(iter(ARMS))
   written = 0
-  for arm in arms:
-    written += sweep.sweep(
-      out / arm, data, archs=archs, seeds=seeds, budget=budget, ablation=False, controls=False,
-      scratch=True, progress=progress, logits_lr_scale=ARMS[arm], overrides=FAIR,
-      baselines_from=None if arm == first else out / first,
-    )  # fmt: skip
+  for arch in archs:
+    for arm in arms:
+      written += sweep.sweep(
+        out / arm, data, archs=[arch], seeds=seeds, budget=budget, group_baselines=False,
+        ablation=False, controls=False, scratch=True, progress=progress, logits_lr_scale=ARMS[arm],
+        overrides=FAIR, baselines_from=None if arm == first else out / first,
+      )  # fmt: skip
   return written
 
 
