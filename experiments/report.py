@@ -591,7 +591,7 @@ def depth_verdict(early: Across, deep: Across, decided: bool) -> verdicts.Verdic
   verdict = verdicts.all_of(
     {"relu + leaky_relu fall": verdicts.direction(early), "elu + selu rise": verdicts.direction(deep)}
   )
-  return verdicts.undecided(verdict, decided)
+  return verdicts.undecided(verdicts.across_architectures(verdict, early), decided)
 
 
 def selection_decided(runs: Sequence[RunRecord]) -> bool:

@@ -30,6 +30,10 @@ data decide it, and where they cannot tell it reads *not resolved*. The rules:
   holds when every run reaches it; it does not hold when one does not.
 - **All of several parts** (claim 4's two shifts): holds when every part holds,
   does not hold when one does not.
+- **Consistently across architectures** (claim 4) needs several: on one
+  architecture a CI over its seeds speaks for that architecture alone, so
+  what holds there is not resolved as a claim about architectures (what
+  does not hold there still breaks it).
 - **A budget that has not converged** answers nothing about a converged claim:
   every verdict there is *not resolved at this budget*.
 
@@ -205,6 +209,17 @@ def all_of(parts: Mapping[str, Verdict]) -> Verdict:
   words = {v.word for v in parts.values()}
   word = HOLDS if words == {HOLDS} else DOES_NOT_HOLD if DOES_NOT_HOLD in words else NOT_RESOLVED
   return Verdict(word, "; ".join(f"{name} {v.word} ({v.reason})" for name, v in parts.items()))
+
+
+def across_architectures(verdict: Verdict, diff: Across) -> Verdict:
+  """A claim of consistency across architectures, judged on ``diff``: on one architecture it is not
+  resolved unless it fails there."""
+  if diff.unit == "architectures" or verdict.word == DOES_NOT_HOLD:
+    return verdict
+  arch = next((a for a, s in diff.per_arch.items() if s.n), "none")
+  return Verdict(
+    NOT_RESOLVED, f"one architecture ({arch}) cannot show consistency across architectures ({verdict})"
+  )
 
 
 def at_budget(verdict: Verdict, converged: bool) -> Verdict:

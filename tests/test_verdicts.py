@@ -120,6 +120,16 @@ def test_all_of_budget_and_undecided_selection():
   assert verdicts.undecided(holds, decided=True) == holds
 
 
+def test_consistency_across_architectures_needs_several():
+  one, many = stats.across({"a": UP["a"]}), stats.across(UP)
+  holds, fails = (verdicts.Verdict(w, "why") for w in (HOLDS, DOES_NOT_HOLD))
+  alone = verdicts.across_architectures(holds, one)
+  assert alone.word == NOT_RESOLVED and "one architecture (a)" in alone.reason
+  assert "(holds: why)" in alone.reason  # what held there
+  assert verdicts.across_architectures(fails, one) == fails  # a counterexample is enough
+  assert verdicts.across_architectures(holds, many) == holds
+
+
 def test_a_pattern_that_survives_random_labels_is_an_artefact():
   holds, fails, open_ = (verdicts.Verdict(w, "why") for w in (HOLDS, DOES_NOT_HOLD, NOT_RESOLVED))
   assert verdicts.survives(holds, holds, fails).word == HOLDS  # on random labels too: optimisation makes it
