@@ -214,11 +214,11 @@ def all_of(parts: Mapping[str, Verdict]) -> Verdict:
 def across_architectures(verdict: Verdict, diff: Across) -> Verdict:
   """A claim of consistency across architectures, judged on ``diff``: on one architecture it is not
   resolved unless it fails there."""
-  if diff.unit == "architectures" or verdict.word == DOES_NOT_HOLD:
+  measured = [arch for arch, stat in diff.per_arch.items() if stat.n]
+  if len(measured) != 1 or verdict.word == DOES_NOT_HOLD:
     return verdict
-  arch = next((a for a, s in diff.per_arch.items() if s.n), "none")
   return Verdict(
-    NOT_RESOLVED, f"one architecture ({arch}) cannot show consistency across architectures ({verdict})"
+    NOT_RESOLVED, f"one architecture ({measured[0]}) cannot show consistency across architectures ({verdict})"
   )
 
 
