@@ -169,9 +169,14 @@ class Across:
   tested: int
 
   @property
+  def measured(self) -> tuple[str, ...]:
+    """The architectures with at least one paired difference."""
+    return tuple(arch for arch, stat in self.per_arch.items() if stat.n)
+
+  @property
   def unit(self) -> str:
     """What ``overall``'s confidence interval is over."""
-    return "architectures" if sum(s.n > 0 for s in self.per_arch.values()) > 1 else "seeds"
+    return "architectures" if len(self.measured) > 1 else "seeds"
 
 
 def across(per_arch: dict[str, Sequence[float]], alpha: float = 0.05) -> Across:

@@ -214,11 +214,11 @@ def all_of(parts: Mapping[str, Verdict]) -> Verdict:
 def across_architectures(verdict: Verdict, diff: Across) -> Verdict:
   """A claim of consistency across architectures, judged on ``diff``: on one architecture it is not
   resolved unless it fails there."""
-  measured = [arch for arch, stat in diff.per_arch.items() if stat.n]
-  if len(measured) != 1 or verdict.word == DOES_NOT_HOLD:
+  if len(diff.measured) != 1 or verdict.word == DOES_NOT_HOLD:
     return verdict
+  (arch,) = diff.measured
   return Verdict(
-    NOT_RESOLVED, f"one architecture ({measured[0]}) cannot show consistency across architectures ({verdict})"
+    NOT_RESOLVED, f"one architecture ({arch}) cannot show consistency across architectures ({verdict})"
   )
 
 
