@@ -44,7 +44,7 @@ import verdicts
 from records import FAILED_VAL_ACCURACY, read_records, shown
 from report import markdown_table, study_parser, write_markdown
 from stats import Stat, paper_order
-from verdicts import DOES_NOT_HOLD, HOLDS, NOT_RESOLVED, Verdict
+from verdicts import DOES_NOT_HOLD, HOLDS, Verdict
 
 from smartmixed_jax import app
 from smartmixed_jax.app import RunRecord
@@ -164,7 +164,8 @@ def decided_verdict(runs: dict[tuple[str, int], RunRecord]) -> Verdict:
 
 
 def judge(name: str, runs: dict[tuple[str, int], RunRecord], reference, expected: int) -> Judged:
-  """A candidate against the criteria; with fewer than ``expected`` runs every verdict is not resolved."""
+  """A candidate against the criteria; with fewer than ``expected`` runs its verdicts are not resolved
+  (``verdicts.so_far``), but for a criterion on every run that one of them already fails."""
   decided = decided_verdict(runs)
   robust = verdicts.every_run(
     {_label(k): r.phase1.best.val_accuracy for k, r in runs.items()},
@@ -181,13 +182,9 @@ def judge(name: str, runs: dict[tuple[str, int], RunRecord], reference, expected
         per_arch.setdefault(arch, []).append(phase1_test(run) - phase1_test(reference[(arch, seed)]))
     versus = stats.across(per_arch)
     no_worse = verdicts.not_below(versus)
-  parts = {"decided": decided, "no worse": no_worse, "robust": robust}
-  overall = verdicts.all_of(parts)
-  if len(runs) < expected:
-    missing = Verdict(NOT_RESOLVED, f"{len(runs)} of {expected} runs trained so far")
-    decided, no_worse, robust, overall = (
-      v if v.word != HOLDS else missing for v in (decided, no_worse, robust, overall)
-    )
+  decided, robust = (verdicts.so_far(v, len(runs), expected, every_run=True) for v in (decided, robust))
+  no_worse = verdicts.so_far(no_worse, len(runs), expected)
+  overall = verdicts.all_of({"decided": decided, "no worse": no_worse, "robust": robust})
   return Judged(name, runs, decided, no_worse, robust, overall, versus)
 
 

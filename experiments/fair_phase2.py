@@ -102,13 +102,7 @@ def write_report(out: Path) -> Path:
       f" {stats.compute_seconds([r for r in runs if not r.borrowed]) / 3600:.2f} h."
     )
     for what, diff in _comparisons(runs):
-      verdict = verdicts.direction(diff, 1) if diff.overall.n else verdicts.Verdict(
-        verdicts.NOT_RESOLVED, "nothing measured"
-      )  # fmt: skip
-      if len(smart) < expected:
-        verdict = verdicts.Verdict(
-          verdicts.NOT_RESOLVED, f"{len(smart)} of {expected} runs so far ({verdict.word} on them)"
-        )
+      verdict = verdicts.so_far(verdicts.direction(diff, 1), len(smart), expected)
       table.append([f"`{arm}`", what, stats._overall(diff) if diff.overall.n else "—", str(verdict)])
   lines = [
     "# A fair Phase 2, with controls trained from scratch",

@@ -36,6 +36,9 @@ data decide it, and where they cannot tell it reads *not resolved*. The rules:
   does not hold there still breaks it).
 - **A budget that has not converged** answers nothing about a converged claim:
   every verdict there is *not resolved at this budget*.
+- **A study still training** answers nothing yet: its verdicts are *not
+  resolved* until every run is in, except that a claim about every run fails
+  for good on the first run that fails it.
 
 Every test is at ``ALPHA = 0.05``.
 """
@@ -227,6 +230,14 @@ def at_budget(verdict: Verdict, converged: bool) -> Verdict:
   if converged:
     return verdict
   return Verdict(f"{NOT_RESOLVED} at this budget", f"the budget has not converged ({verdict})")
+
+
+def so_far(verdict: Verdict, done: int, expected: int, *, every_run: bool = False) -> Verdict:
+  """A verdict on ``done`` of ``expected`` runs: not resolved while runs are missing, which can change it;
+  a claim about ``every_run`` that already fails stays failed."""
+  if done >= expected or (every_run and verdict.word == DOES_NOT_HOLD):
+    return verdict
+  return Verdict(NOT_RESOLVED, f"{done} of {expected} runs trained so far ({verdict.word} on them)")
 
 
 def undecided(verdict: Verdict, decided: bool) -> Verdict:

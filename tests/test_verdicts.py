@@ -130,6 +130,17 @@ def test_consistency_across_architectures_needs_several():
   assert verdicts.across_architectures(holds, many) == holds
 
 
+def test_a_study_still_training_resolves_nothing_but_a_failed_run():
+  holds, fails, open_ = (verdicts.Verdict(w, "why") for w in (HOLDS, DOES_NOT_HOLD, NOT_RESOLVED))
+  for v in (holds, fails, open_):
+    assert verdicts.so_far(v, done=12, expected=12) == v
+    assert verdicts.so_far(v, done=11, expected=12) == verdicts.Verdict(
+      NOT_RESOLVED, f"11 of 12 runs trained so far ({v.word} on them)"
+    )
+  assert verdicts.so_far(fails, done=3, expected=12, every_run=True) == fails  # one failing run is enough
+  assert verdicts.so_far(holds, done=3, expected=12, every_run=True).word == NOT_RESOLVED
+
+
 def test_a_pattern_that_survives_random_labels_is_an_artefact():
   holds, fails, open_ = (verdicts.Verdict(w, "why") for w in (HOLDS, DOES_NOT_HOLD, NOT_RESOLVED))
   assert verdicts.survives(holds, holds, fails).word == HOLDS  # on random labels too: optimisation makes it
