@@ -234,7 +234,7 @@ def write_report(out: Path, seeds: Sequence[int] = SEEDS) -> Path:
   figure = plot(out / "default_selects.png", judged, archs)
   rows = []
   for j in judged:
-    versus = "—" if j.versus is None else stats._overall(j.versus)
+    versus = "—" if j.versus is None else stats.across_words(j.versus)
     shares = [decided_share(r) for r in j.runs.values()]
     hours = stats.compute_seconds(list(j.runs.values())) / 3600
     rows.append([

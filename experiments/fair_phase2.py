@@ -103,7 +103,7 @@ def write_report(out: Path) -> Path:
     )
     for what, diff in _comparisons(runs):
       verdict = verdicts.so_far(verdicts.direction(diff, 1), len(smart), expected)
-      table.append([f"`{arm}`", what, stats._overall(diff) if diff.overall.n else "—", str(verdict)])
+      table.append([f"`{arm}`", what, stats.across_words(diff) if diff.overall.n else "—", str(verdict)])
   lines = [
     "# A fair Phase 2, with controls trained from scratch",
     "",

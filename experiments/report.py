@@ -58,9 +58,9 @@ from stats import (
   Across,
   PhaseGain,
   Stat,
-  _overall,
   accuracy_table,
   across,
+  across_words,
   by_arch_model,
   compute_seconds,
   decisiveness,
@@ -228,7 +228,7 @@ def write_report(
   lines += ["", "## Phase 1 vs Phase 2", "", f"![Phase 1 vs Phase 2]({figures['phases']})", ""]
   lines += ["*Figure: per architecture, Phase 1 and Phase 2 test accuracy (mean over seeds).*", ""]
   lines += [
-    f"Phase 2 minus Phase 1, test accuracy: {_overall(gain.every)}"
+    f"Phase 2 minus Phase 1, test accuracy: {across_words(gain.every)}"
     + (
       f"; without the {gain.left_out} runs whose training failed, {gain.learned.overall.fmt_ci()}"
       if gain.left_out
@@ -506,7 +506,7 @@ def _claims(
       [
         [
           "Phase 2 beats Phase 1 by 2–3 points",
-          f"Phase 2 − Phase 1 (test): {_overall(gain.learned)}{_left_out(gain)}{gain_words}",
+          f"Phase 2 − Phase 1 (test): {across_words(gain.learned)}{_left_out(gain)}{gain_words}",
           str(gain_verdict),
         ],
         [
@@ -743,7 +743,7 @@ def _kept_start_section(runs: Sequence[RunRecord], ranked: Sequence[str], settle
     f" trained epochs only (as the paper's code does). {worse} of {len(smart)} SmartMixed runs end Phase 2"
     " with a higher validation loss than the model they started from. Computed from the records (the"
     " frozen network computes Phase 1's function, so its test accuracy is Phase 1's): letting Phase 2 keep"
-    f" its start (`phase2_keeps_start`) would change SmartMixed's test accuracy by {_overall(diff)}. Top"
+    f" its start (`phase2_keeps_start`) would change SmartMixed's test accuracy by {across_words(diff)}. Top"
     f" three of {len(ranked)} as trained: {counts['as trained']}; keeping the start:"
     f" {counts['keeping the start']}.",
   ]
@@ -775,7 +775,7 @@ def _ablation_section(runs, smart) -> list[str]:
   if not compared:  # --no-ablation: no other Phase 2 trained, the rules' agreement alone
     return lines[:-1]
   rows = [
-    [f"{v} − {main}", _overall(paired(runs, phase_test("phase2", v), phase_test("phase2", main)))]
+    [f"{v} − {main}", across_words(paired(runs, phase_test("phase2", v), phase_test("phase2", main)))]
     for v in compared
   ]
   lines += markdown_table(["comparison (test accuracy)", "difference"], rows)
@@ -798,14 +798,13 @@ def _controls_section(runs, smart) -> list[str]:
                       ("random", "uniformly random choices (the random-mixture control)")):  # fmt: skip
     if f"{name}/{init}" in variants:
       diff = paired(runs, phase_test("phase2"), phase_test("phase2", f"{name}/{init}"))
-      rows.append([f"learned − {label}", _overall(diff)])
+      rows.append([f"learned − {label}", across_words(diff)])
   if any(r.continued for r in smart):
     continued = paired(
       runs, phase_test("phase2"), lambda r: r.continued.best.test_accuracy if r.continued else None
     )
-    rows.append(
-      ["frozen Phase 2 − Phase 1 continued unfrozen (same epochs, schedule, data order)", _overall(continued)]
-    )
+    what = "frozen Phase 2 − Phase 1 continued unfrozen (same epochs, schedule, data order)"
+    rows.append([what, across_words(continued)])
   if not rows:
     return []
   return [
@@ -840,7 +839,7 @@ def _scratch_section(runs, smart) -> list[str]:
   for what, a, b in SCRATCH_COMPARISONS:
     if all(rule is None or f"{rule}/scratch" in variants for rule in (a, b)):
       diff = paired(runs, getter(a), getter(b))
-      rows.append([what, _overall(diff), str(verdicts.direction(diff, 1))])
+      rows.append([what, across_words(diff), str(verdicts.direction(diff, 1))])
   return [
     "",
     "## Controls from scratch: does the process, the choice, the depth pattern matter?",
@@ -945,7 +944,7 @@ def _variant_section(out: Path, runs, settings) -> list[str]:
       rows,
     ),  # fmt: skip
     "",
-    f"Variant − reference, test accuracy: Phase 2 {_overall(phase2)}; Phase 1 {_overall(phase1)}.",
+    f"Variant − reference, test accuracy: Phase 2 {across_words(phase2)}; Phase 1 {across_words(phase1)}.",
   ]
 
 

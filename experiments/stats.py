@@ -223,7 +223,7 @@ def phase_gain(runs: Sequence[RunRecord]) -> PhaseGain:
   return PhaseGain(gain(learned), gain(runs), len(runs) - len(learned))
 
 
-def _overall(diff: Across, scale: float = 100.0, digits: int = 2) -> str:
+def across_words(diff: Across, scale: float = 100.0, digits: int = 2) -> str:
   """The paired difference across architectures, and on how many it is significant."""
   n = diff.overall.n
   if diff.unit == "seeds":
