@@ -55,11 +55,18 @@ def test_custom_callable_in_pool():
     (("relu", 3), TypeError, "named function or a \\(name, callable\\) pair, got 3"),
     (("relu", ("sum", jnp.sum)), ValueError, "'sum' must be elementwise"),
     (("relu", ("softmax", jax.nn.softmax)), ValueError, "'softmax' must be elementwise; its outputs depend"),
+    ((("elu", jnp.sum),), ValueError, "'elu' must be elementwise"),  # a registered name, not its function
   ],
 )
 def test_bad_pools(pool, error, match):
   with pytest.raises(error, match=match):
     resolve_pool(pool)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_registered_activations_pass_the_check_a_users_function_gets(name):
+  """A pool skips the check for its registered functions (a second of small compiles per process)."""
+  pool_lib._check_activation(name, sm.ACTIVATIONS[name])
 
 
 def test_list_pool_is_accepted():

@@ -139,11 +139,20 @@ def freeze(params: mlp.MLPParams, *, choices: Optional[Sequence[jax.Array]] = No
     if c.size and (c.min() < 0 or c.max() >= len(names)):
       raise ValueError(f"choices[{i}] must index the pool {names}; got values in [{c.min()}, {c.max()}].")
     perm = np.argsort(c, kind="stable")
-    layers[i] = mlp.Dense(layers[i].w[:, perm], layers[i].b[perm])
-    layers[i + 1] = layers[i + 1]._replace(w=layers[i + 1].w[perm, :])
     segments.append(grouped.segments_of(c[perm], names))
     permutations.append(tuple(int(p) for p in perm))
-  return FrozenMLP(tuple(layers), tuple(segments), tuple(permutations), params.pool)
+  layers = _permuted(tuple(layers), tuple(np.asarray(p, np.int32) for p in permutations))
+  return FrozenMLP(layers, tuple(segments), tuple(permutations), params.pool)
+
+
+@jax.jit
+def _permuted(layers: tuple[mlp.Dense, ...], permutations: tuple[jax.Array, ...]) -> tuple[mlp.Dense, ...]:
+  """Hidden layer ``i``'s neurons in the order ``permutations[i]``: its columns and the next layer's rows."""
+  layers = list(layers)
+  for i, perm in enumerate(permutations):
+    layers[i] = mlp.Dense(layers[i].w[:, perm], layers[i].b[perm])
+    layers[i + 1] = layers[i + 1]._replace(w=layers[i + 1].w[perm, :])
+  return tuple(layers)
 
 
 def fixed_mlp(key: jax.Array, layer_sizes: Sequence[int], activation: PoolEntry) -> FrozenMLP:

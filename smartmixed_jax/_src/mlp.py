@@ -9,6 +9,7 @@ Neurons live on the last axis; inputs may have any number of leading axes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -123,13 +124,18 @@ def init_mlp(key: jax.Array, layer_sizes: Sequence[int], *, pool: Pool = DEFAULT
   """
   sizes = validate_layer_sizes(layer_sizes)
   pool = as_pool(pool)
-  candidates = len(resolve_pool(pool))
+  return MLPParams(*_init_arrays(key, sizes, len(resolve_pool(pool))), pool)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _init_arrays(key: jax.Array, sizes: tuple[int, ...], candidates: int):
+  """The weights and logits of :func:`init_mlp`, as one program (eagerly, each op compiles on its own)."""
   keys = jax.random.split(key, 2 * (len(sizes) - 1))
   layers = tuple(init_dense(keys[i], a, b) for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])))
   logits = tuple(
     selection.init_logits(keys[len(sizes) - 1 + i], n, candidates) for i, n in enumerate(sizes[1:-1])
   )
-  return MLPParams(layers, logits, pool)
+  return layers, logits
 
 
 def is_logits_path(path: tuple) -> bool:
