@@ -96,6 +96,9 @@ ACTIVATIONS: dict[str, Activation] = {
 }
 """Activations that a pool may name. Pass ``(name, fn)`` for any other."""
 
+_OURS = dict(ACTIVATIONS)
+"""The functions above, which the tests check (``test_pool.py``); a pool checks any other itself."""
+
 DEFAULT_POOL: Pool = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "selu")
 """The paper's candidate pool, in the paper's order."""
 
@@ -126,11 +129,10 @@ def _resolve(pool: Pool) -> tuple[tuple[str, Activation], ...]:
   duplicates = sorted({n for n in names if names.count(n) > 1})
   if duplicates:
     raise ValueError(f"pool has duplicate names {duplicates}: {names}.")
-  # A function of the user's own is checked; the registered ones are by the tests (test_pool.py).
   # Concrete even when the pool is first resolved inside a trace (jit, eval_shape).
   with jax.ensure_compile_time_eval():
     for name, fn in resolved:
-      if ACTIVATIONS.get(name) is not fn:
+      if _OURS.get(name) is not fn:
         _check_activation(name, fn)
   return tuple(resolved)
 
