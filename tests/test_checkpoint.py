@@ -25,7 +25,7 @@ def _config(**overrides):
 
 def test_sigkill_mid_run_then_resume_gives_identical_results(tmp_path, mnist_cache):
   args = ["train", "--arch", "128-64", "--phase1-epochs", "4", "--phase2-epochs", "4",
-          "--train-limit", "8000", "--seed", "7", "--checkpoint-every", "1", "--no-progress",
+          "--train-limit", "3000", "--seed", "7", "--checkpoint-every", "1", "--no-progress",
           "--data-dir", str(mnist_cache)]  # fmt: skip
   killed = tmp_path / "killed"
   env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -93,7 +93,7 @@ def unfinished_run(tmp_path, mnist, mnist_cache):
 def test_sigterm_checkpoints_the_last_epoch_and_a_fresh_process_resumes_a_baseline(tmp_path, mnist_cache):
   """Also the baseline resume bug: a fixed-activation run restored in a new interpreter."""
   args = ["train", "--arch", "256-128", "--baseline", "elu", "--phase1-epochs", "4", "--phase2-epochs", "4",
-          "--train-limit", "20000", "--seed", "3", "--checkpoint-every", "2", "--no-progress",
+          "--train-limit", "5000", "--seed", "3", "--checkpoint-every", "2", "--no-progress",
           "--data-dir", mnist_cache]  # fmt: skip
   out = tmp_path / "run"
   process = start(*args, "--out", out)

@@ -128,7 +128,7 @@ def test_two_processes_joined_by_jax_distributed_stop_together_resume_and_match_
   import time
 
   args = ["train", "--arch", "64-32", "--phase1-epochs", "3", "--phase2-epochs", "2", "--train-limit",
-          "6000", "--seed", "3", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
+          "2048", "--seed", "3", "--checkpoint-every", "1", "--no-progress"]  # fmt: skip
   args += ["--data-dir", str(mnist_cache)]
   command = [str(Path(sys.executable).with_name("smartmixed")), *args]
   env = dict(os.environ, JAX_PLATFORMS="cpu")
