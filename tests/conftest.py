@@ -46,13 +46,13 @@ def pytest_configure(config):
 
 
 SLOW_FIRST = (
-  "test_sweep.py::test_tiny_sweep_end_to_end",
+  "test_sweep.py::test_tiny_sweep_end_to_end",  # builds MNIST's cache
   "test_properties.py::test_freeze_preserves",  # synthetic: runs while the first worker builds MNIST's cache
   "test_scale.py::test_two_processes",
+  "test_experiments.py::test_fashion_mnist_smoke",  # builds Fashion-MNIST's cache, needs no MNIST
   "test_scale.py::test_sweep_on_four_devices",
   "test_scale.py::test_four_devices",
   "test_reliability.py::test_sigterm_checkpoints",
-  "test_experiments.py::test_fashion_mnist_smoke",
   "test_scale.py::test_a_process_whose_peer_is_killed",
 )
 """The longest tests (about 35-85 s each on 2 cores), dealt round-robin to the workers' first places: a
