@@ -55,7 +55,7 @@ SLOW_FIRST = (
   "test_reliability.py::test_sigterm_checkpoints",
   "test_scale.py::test_a_process_whose_peer_is_killed",
 )
-"""The longest tests (about 35-85 s each on 2 cores), dealt round-robin to the workers' first places: a
+"""The longest tests (about 10-50 s each on 2 cores), dealt round-robin to the workers' first places: a
 long one started last would leave the other workers idle at the end (the wall time of ``pytest -n``)."""
 
 
